@@ -1,0 +1,366 @@
+"""Deposits: raw files kept byte for byte, frames normalised into shards, nothing lost."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from . import __version__
+from .lake import SHARD_ROWS, Lake
+from .manifest import Manifest, ManifestError, load_manifest, parse_manifest
+from .normalise import FileContext, Rejection, normalise_batch
+from .readers import FrameError, RawFrame, ReaderError, detect_format, read_frames
+from .schema import CONFIGURATIONS, HASH_VERSION, LABELS, QUARANTINE
+
+BATCH = 2000
+MANIFEST_NAMES = ("manifest.yaml", "manifest.yml", "manifest.json", "mliplake.yaml")
+
+
+class DepositError(Exception):
+    """A deposit that could not be made at all (its raw files are still kept)."""
+
+
+@dataclass
+class FileReport:
+    name: str
+    sha256: str
+    bytes: int
+    format: str = ""
+    frames_read: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    error: str = ""
+
+
+@dataclass
+class DepositReport:
+    deposit_id: str
+    dataset: str
+    status: str = "stored"
+    files: list[FileReport] = field(default_factory=list)
+    frames_read: int = 0
+    stored: int = 0
+    duplicates: int = 0  # exact copies (same config_id) in this deposit or earlier ones of the dataset
+    relabelled: int = 0  # same structure as another stored frame but different labels: kept, linked
+    quarantined: int = 0
+    atoms: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    key_mapping: dict[str, int] = field(default_factory=dict)
+    elements: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    bytes_written: int = 0
+    seconds: float = 0.0
+    error: str = ""
+
+    def summary(self) -> str:
+        lines = [
+            f"deposit {self.deposit_id} -> dataset {self.dataset}: {self.status}",
+            f"  frames read {self.frames_read}, stored {self.stored}, duplicates {self.duplicates}, "
+            f"quarantined {self.quarantined}" + (f", relabelled structures {self.relabelled}" if self.relabelled else ""),
+        ]
+        renamed = {k: n for k, n in self.key_mapping.items() if k.split("->")[0] != k.split("->")[1]}
+        if renamed:
+            lines.append("  keys mapped: " + ", ".join(f"{k} ({n})" for k, n in sorted(renamed.items())))
+        for f in self.files:
+            lines.append(f"  {f.name} [{f.format or '?'}]: read {f.frames_read}, stored {f.stored}, "
+                         f"duplicates {f.duplicates}, quarantined {f.quarantined}" + (f" - {f.error}" if f.error else ""))
+        if self.reasons:
+            lines.append("  quarantine reasons:")
+            for why, n in self.reasons.most_common(8):
+                lines.append(f"    {n} x {why}")
+        if self.error:
+            lines.append(f"  error: {self.error}")
+        lines.append(f"  {self.seconds:.2f} s, {self.bytes_written / 1e6:.2f} MB written")
+        return "\n".join(lines)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _expand(paths: list[Path]) -> tuple[list[Path], Path | None]:
+    """Files of a deposit, and a manifest found beside them."""
+    files: list[Path] = []
+    found = None
+    for p in paths:
+        if p.is_dir():
+            for q in sorted(x for x in p.rglob("*") if x.is_file() and not x.name.startswith(".")):
+                if q.name in MANIFEST_NAMES:
+                    found = found or q
+                else:
+                    files.append(q)
+        elif p.name in MANIFEST_NAMES and p.exists():
+            found = found or p
+        else:
+            files.append(p)
+    return files, found
+
+
+def _resolve_manifest(manifest: Any, found: Path | None, dataset: str | None) -> Manifest:
+    if isinstance(manifest, Manifest):
+        if dataset and dataset != manifest.dataset:
+            manifest.dataset = dataset
+        return manifest
+    if isinstance(manifest, dict):
+        return parse_manifest(manifest, dataset=dataset)
+    if manifest is not None:
+        return load_manifest(manifest, dataset=dataset)
+    if found is not None:
+        return load_manifest(found, dataset=dataset)
+    if not dataset:
+        raise ManifestError("no manifest and no dataset name: give --dataset NAME or a manifest")
+    return parse_manifest({"dataset": dataset}, dataset=dataset)
+
+
+def deposit_id_for(dataset: str, files: list[tuple[str, str]]) -> str:
+    """Content-addressed: the same files into the same dataset are the same deposit (re-runs replace)."""
+    h = hashlib.sha256(f"mliplake/deposit/v1\n{dataset}\n".encode())
+    for name, digest in sorted(files):
+        h.update(f"{name}\t{digest}\n".encode())
+    return "dep-" + h.hexdigest()[:16]
+
+
+def _batches(items: Iterator[RawFrame | FrameError], size: int) -> Iterator[tuple[list[RawFrame], list[FrameError], int | None]]:
+    frames: list[RawFrame] = []
+    errors: list[FrameError] = []
+    offset = None
+    for it in items:
+        if isinstance(it, FrameError):
+            errors.append(it)
+            continue
+        frames.append(it)
+        offset = it.offset if it.offset is not None else offset
+        if len(frames) >= size:
+            yield frames, errors, offset
+            frames, errors = [], []
+    if frames or errors:
+        yield frames, errors, offset
+
+
+class _ShardWriter:
+    """Streams tables into size-bounded Parquet shards, each published atomically."""
+
+    def __init__(self, lake: Lake, directory: str, attempt: str) -> None:
+        self.lake, self.dir, self.attempt = lake, directory, attempt
+        self.paths: list[str] = []
+        self.bytes = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._ctx = None
+        self._rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        if self._writer is None:
+            path = f"{self.dir}/part-{self.attempt}-{len(self.paths):05d}.parquet"
+            self._ctx = self.lake.atomic_open(path)
+            f = self._ctx.__enter__()
+            self._writer = pq.ParquetWriter(f, CONFIGURATIONS, compression="zstd")
+            self.paths.append(path)
+            self._rows = 0
+        self._writer.write_table(table, row_group_size=65536)
+        self._rows += table.num_rows
+        if self._rows >= SHARD_ROWS:
+            self.close()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._ctx.__exit__(None, None, None)
+            self._writer = self._ctx = None
+            self.bytes += self.lake.fs.size(self.paths[-1])
+
+
+def _store_raw(lake: Lake, deposit_id: str, files: list[Path], digests: list[str],
+               manifest_path: Path | None) -> None:
+    raw = lake.raw_dir(deposit_id)
+    for p, digest in zip(files, digests):
+        dest = f"{raw}/files/{p.name}"
+        if lake.fs.exists(dest) and lake.fs.size(dest) == p.stat().st_size:
+            continue  # content-addressed deposit: same name, same bytes
+        lake.put_file(p, dest)
+    sums = "".join(f"{d}  {p.name}\n" for p, d in zip(files, digests))
+    if manifest_path is not None and manifest_path.exists():
+        lake.put_file(manifest_path, f"{raw}/{manifest_path.name}")
+        sums += f"{sha256_file(manifest_path)}  {manifest_path.name}\n"
+    lake.write_bytes(f"{raw}/SHA256SUMS", sums.encode())
+
+
+def _quarantine_table(dataset: str, deposit_id: str, rows: list[tuple[str, int | None, str]]) -> pa.Table:
+    return pa.table(
+        {
+            "dataset": [dataset] * len(rows),
+            "deposit_id": [deposit_id] * len(rows),
+            "source_file": [r[0] for r in rows],
+            "frame_index": [r[1] for r in rows],
+            "reason": [_short_reason(r[2]) for r in rows],
+            "detail": [r[2] for r in rows],
+        },
+        schema=QUARANTINE,
+    )
+
+
+def _short_reason(detail: str) -> str:
+    # reasons group by their kind: "line 12: truncated: ..." -> "truncated: ..."
+    s = detail.split(": ", 1)[1] if detail.startswith("line ") and ": " in detail else detail
+    return s.split(" (the manifest")[0][:120]
+
+
+def deposit(lake: Lake, paths: list[Path], dataset: str | None = None, manifest: Any = None,
+            progress: bool | None = False) -> DepositReport:
+    t0 = time.perf_counter()
+    files, found = _expand(paths)
+    manifest_path = Path(manifest) if isinstance(manifest, (str, Path)) else found
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:
+        raise DepositError(f"no such file: {', '.join(missing)}")
+    if not files:
+        raise DepositError("nothing to deposit: no data files given")
+    digests = [sha256_file(p) for p in files]
+    try:
+        m = _resolve_manifest(manifest, found, dataset)
+    except ManifestError as e:
+        name = dataset or "_rejected"
+        dep = deposit_id_for(name, [(p.name, d) for p, d in zip(files, digests)])
+        _store_raw(lake, dep, files, digests, manifest_path)
+        report = DepositReport(dep, name, status="rejected", error=str(e),
+                               files=[FileReport(p.name, d, p.stat().st_size) for p, d in zip(files, digests)])
+        _commit(lake, report, None, [], [], str(e))
+        raise DepositError(f"{e} (deposit {dep} rejected; raw files kept in {lake.uri(lake.raw_dir(dep))})") from None
+
+    dep = deposit_id_for(m.dataset, [(p.name, d) for p, d in zip(files, digests)])
+    _store_raw(lake, dep, files, digests, manifest_path)
+    report = DepositReport(dep, m.dataset)
+    attempt = f"{int(time.time())}-{uuid.uuid4().hex[:8]}"
+    seen = lake.existing_ids(m.dataset, exclude_deposit=dep)
+    struct_seen: set[str] = set()
+    writer = _ShardWriter(lake, lake.shard_dir("configurations", m.dataset, dep), attempt)
+    quarantine: list[tuple[str, int | None, str]] = []
+    elements: set[str] = set()
+    labels: set[str] = set()
+    deposited_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    bar = None
+    if progress is not False:
+        from tqdm import tqdm
+
+        total = sum(p.stat().st_size for p in files)
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"deposit {m.dataset}",
+                   disable=None if progress is None else not progress, leave=False)
+    for p, digest in zip(files, digests):
+        fr = FileReport(p.name, digest, p.stat().st_size)
+        report.files.append(fr)
+        entry = m.file_entry(p.name)
+        fmt = (entry.format if entry else None) or detect_format(p)
+        fr.format = fmt
+        ctx = FileContext(m.dataset, dep, p.name, m, entry.info if entry else {}, deposited_at)
+        done = 0
+        try:
+            for frames, errors, offset in _batches(read_frames(p, fmt), BATCH):
+                fr.frames_read += len(frames) + len(errors)
+                for e in errors:
+                    quarantine.append((p.name, e.index, e.reason))
+                table, rejected = normalise_batch(frames, ctx, report.key_mapping)
+                for r in rejected:
+                    quarantine.append((p.name, r.frame_index, r.reason))
+                fr.quarantined += len(errors) + len(rejected)
+                table = _dedupe(table, seen, struct_seen, fr, report)
+                if table.num_rows:
+                    _collect(table, elements, labels)
+                    report.atoms += int(pc.sum(table.column("nsites")).as_py())
+                writer.write(table)
+                if bar is not None and offset is not None:
+                    bar.update(offset - done)
+                    done = offset
+        except ReaderError as e:
+            fr.error = str(e)
+            fr.quarantined += 1
+            quarantine.append((p.name, None, f"unreadable file: {e}"))
+        if bar is not None:
+            bar.update(fr.bytes - done)
+    writer.close()
+    if bar is not None:
+        bar.close()
+
+    report.frames_read = sum(f.frames_read for f in report.files)
+    report.stored = sum(f.stored for f in report.files)
+    report.duplicates = sum(f.duplicates for f in report.files)
+    report.quarantined = len(quarantine)
+    report.reasons = Counter(_short_reason(q[2]) for q in quarantine)
+    report.elements = sorted(elements)
+    report.labels = sorted(labels)
+    if report.stored == 0:
+        report.status = "empty" if not quarantine else "quarantined"
+    q_paths = []
+    if quarantine:
+        qp = f"{lake.shard_dir('quarantine', m.dataset, dep)}/part-{attempt}.parquet"
+        report.bytes_written += lake.write_table(qp, _quarantine_table(m.dataset, dep, quarantine))
+        q_paths.append(qp)
+    report.bytes_written += writer.bytes
+    report.seconds = time.perf_counter() - t0
+    _commit(lake, report, m, writer.paths, q_paths, "")
+    return report
+
+
+def _dedupe(table: pa.Table, seen: set[str], struct_seen: set[str], fr: FileReport,
+            report: DepositReport) -> pa.Table:
+    ids = table.column("config_id").to_pylist()
+    shs = table.column("structure_hash").to_pylist()
+    keep = np.ones(len(ids), bool)
+    for i, (cid, sh) in enumerate(zip(ids, shs)):
+        if cid in seen:
+            keep[i] = False
+            continue
+        seen.add(cid)
+        if sh in struct_seen:
+            report.relabelled += 1
+        struct_seen.add(sh)
+    fr.duplicates += int((~keep).sum())
+    fr.stored += int(keep.sum())
+    return table if keep.all() else table.filter(pa.array(keep))
+
+
+def _collect(table: pa.Table, elements: set[str], labels: set[str]) -> None:
+    elements.update(pc.unique(pc.list_flatten(table.column("elements"))).to_pylist())
+    for name in LABELS:
+        if table.column(name).null_count < table.num_rows:
+            labels.add(name)
+
+
+def _commit(lake: Lake, report: DepositReport, m: Manifest | None, shards: list[str], q_paths: list[str],
+            error: str) -> None:
+    rel = lambda p: p[len(lake.root) + 1:]  # noqa: E731
+    record = {k: v for k, v in asdict(report).items() if k != "reasons"}
+    record.update(
+        reasons=dict(report.reasons.most_common()),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        manifest=m.to_dict() if m else None,
+        shards=[rel(p) for p in shards],
+        quarantine_shards=[rel(p) for p in q_paths],
+        raw=rel(lake.raw_dir(report.deposit_id)),
+        mliplake_version=__version__,
+        hash_version=HASH_VERSION,
+        error=error or report.error,
+    )
+    if m is not None:
+        lake.write_json(f"{lake.raw_dir(report.deposit_id)}/manifest.json", m.to_dict())
+    lake.write_json(lake.record_path(report.deposit_id), record)
+    if m is not None:
+        lake.remove_uncommitted(m.dataset, report.deposit_id, record["shards"] + record["quarantine_shards"])

@@ -1,0 +1,457 @@
+"""Normalisation and validation of a batch of frames into canonical Arrow rows.
+
+One pass per frame does what only a frame can (pick labels by key map and
+aliases, check shapes, encode the remaining keys as JSON); everything numeric
+(validation of finite values, unit conversion, derived columns, composition
+formulas) then runs over the whole batch at once with numpy.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from . import hashing
+from .chemistry import MAX_Z, Z_OF, composition_columns
+from .manifest import ALIASES, Manifest, Units
+from .readers import RawFrame
+from .schema import CONFIGURATIONS, HASH_VERSION, LABELS
+from .units import UnitError, stress_to_3x3
+
+PER_ATOM = {k for k, (per_atom, _) in LABELS.items() if per_atom}
+LABEL_SHAPES = {"energy": (), "stress": None, "virial": None, "dipole": (3,)}  # None: 6 or 9 numbers
+
+
+@dataclass
+class Rejection:
+    frame_index: int | None
+    reason: str
+
+
+@dataclass
+class FileContext:
+    """What every frame of one source file shares."""
+
+    dataset: str
+    deposit_id: str
+    source_file: str
+    manifest: Manifest
+    file_info: dict[str, Any] = field(default_factory=dict)
+    deposited_at: str = ""
+
+    def __post_init__(self) -> None:
+        m = self.manifest
+        self.factors = m.units.factors()
+        self.method_bytes = hashing.method_bytes(m.method)
+        self.method_json = json.dumps(m.method, sort_keys=True, default=str)
+        # explicit key-map entries are tried before the built-in aliases
+        self.sources: dict[str, tuple[str, ...]] = {
+            label: tuple(k for k, v in m.key_map.items() if v == label) + ALIASES[label] for label in LABELS
+        }
+        self.renames = {k: v for k, v in m.key_map.items() if v not in LABELS}
+        self.alias_keys = frozenset(k for srcs in self.sources.values() for k in srcs)
+        units = {
+            "energy": m.units.energy, "length": m.units.length,
+            "forces": m.units.forces or f"{m.units.energy}/{m.units.length}",
+            "stress": m.units.stress or f"{m.units.energy}/{m.units.length}^3",
+            "stress_convention": m.units.stress_convention, "declared": m.units.declared,
+        }
+        self._prov_head = json.dumps(
+            {"source_file": self.source_file, "deposited_at": self.deposited_at, "submitter": m.submitter,
+             "units": units}
+        )[:-1]
+        self._prov_cache: dict[tuple, str] = {}
+
+    def provenance(self, index: int, keys: tuple[tuple[str, str], ...], extra: dict | None) -> str:
+        if extra:
+            return self._prov_head + f', "frame_index": {index}, "keys": {json.dumps(dict(keys))}, "record": {_dumps(extra)}}}'
+        tail = self._prov_cache.get(keys)
+        if tail is None:
+            tail = self._prov_cache[keys] = f', "keys": {json.dumps(dict(keys))}}}'
+        return f'{self._prov_head}, "frame_index": {index}{tail}'
+
+
+def _np_default(o: Any) -> Any:
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    if isinstance(o, bytes):
+        return o.decode("utf-8", "replace")
+    raise TypeError(f"cannot store a value of type {type(o).__name__}")
+
+
+def _finite_only(o: Any) -> Any:
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _finite_only(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_finite_only(v) for v in o]
+    return o
+
+
+def _dumps(d: dict[str, Any]) -> str:
+    s = json.dumps(d, default=_np_default)
+    if "NaN" in s or "Infinity" in s:
+        # JSON has no NaN/inf: such values are stored as null so DuckDB can read the column.
+        s = json.dumps(_finite_only(json.loads(s)))
+    return s
+
+
+class _Reject(Exception):
+    pass
+
+
+@dataclass
+class _Batch:
+    """Accepted frames of a batch, collected column by column."""
+
+    index: list[int] = field(default_factory=list)
+    numbers: list[np.ndarray] = field(default_factory=list)
+    positions: list[np.ndarray] = field(default_factory=list)
+    cell: list[np.ndarray] = field(default_factory=list)
+    pbc: list[np.ndarray] = field(default_factory=list)
+    labels: dict[str, list[Any]] = field(default_factory=lambda: {k: [] for k in LABELS})
+    info: list[str] = field(default_factory=list)
+    arrays: list[str] = field(default_factory=list)
+    provenance: list[str] = field(default_factory=list)
+    factors: list[dict[str, float]] = field(default_factory=list)
+
+
+_symbol_cache: dict[bytes, np.ndarray] = {}
+
+
+def _numbers(frame: RawFrame) -> np.ndarray:
+    if frame.numbers is not None:
+        nums = np.asarray(frame.numbers)
+        if nums.dtype.kind not in "iu" or nums.ndim != 1:
+            raise _Reject(f"atomic numbers must be integers, got {nums.dtype}")
+        bad = nums[(nums < 1) | (nums > MAX_Z)]
+        if bad.size:
+            raise _Reject(f"unknown element: atomic number {int(bad[0])}")
+        return nums.astype(np.uint8)
+    if frame.symbols is None:
+        raise _Reject("no species: neither symbols nor atomic numbers")
+    syms = np.asarray(frame.symbols)
+    key = syms.tobytes() + str(syms.dtype).encode()
+    nums = _symbol_cache.get(key)
+    if nums is None:
+        try:
+            nums = np.array([Z_OF[str(s)] for s in syms.ravel()], dtype=np.uint8)
+        except KeyError as e:
+            raise _Reject(f"unknown element {e.args[0]!r}") from None
+        if len(_symbol_cache) < 10000:
+            _symbol_cache[key] = nums
+    return nums
+
+
+def _label_value(name: str, value: Any, n: int, convention: str) -> np.ndarray | float:
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise _Reject(f"{name} is not numeric: {str(value)[:40]!r}") from None
+    if name in PER_ATOM:
+        want = (n, 3) if name == "forces" else (n,)
+        if arr.shape != want:
+            raise _Reject(f"{name} has shape {arr.shape}, expected {want} for {n} atoms")
+        return arr
+    if name in ("stress", "virial"):
+        if arr.size not in (6, 9):
+            raise _Reject(f"{name} has {arr.size} components, expected 6 (Voigt) or 9")
+        return stress_to_3x3(arr.ravel(), convention)[0]
+    if name == "energy":
+        if arr.size != 1:
+            raise _Reject(f"energy has shape {arr.shape}, expected a single number")
+        return float(arr.ravel()[0])
+    if arr.shape != (3,):
+        raise _Reject(f"{name} has shape {arr.shape}, expected (3,)")
+    return arr
+
+
+def _factors(ctx: FileContext, frame: RawFrame) -> dict[str, float]:
+    if not frame.units:
+        return ctx.factors
+    m = ctx.manifest.units
+    merged = {"energy": m.energy, "length": m.length, "forces": m.forces, "stress": m.stress,
+              "stress_convention": m.stress_convention}
+    merged.update({k: str(v) for k, v in frame.units.items() if k in merged})
+    if "energy" in frame.units or "length" in frame.units:
+        merged.setdefault("forces", None)
+    try:
+        return Units(**merged, declared=True).factors() | {"convention": merged["stress_convention"]}
+    except (UnitError, TypeError) as e:
+        raise _Reject(f"record units: {e}") from None
+
+
+def _take_frame(frame: RawFrame, ctx: FileContext, out: _Batch, usage: dict[str, int]) -> None:
+    pos = frame.positions
+    if pos is None:
+        raise _Reject("no positions")
+    pos = np.asarray(pos, dtype=float)
+    n = len(pos)
+    if n == 0:
+        raise _Reject("no atoms")
+    if pos.shape != (n, 3):
+        raise _Reject(f"positions have shape {pos.shape}, expected ({n}, 3)")
+    nums = _numbers(frame)
+    if len(nums) != n:
+        raise _Reject(f"{len(nums)} species for {n} positions")
+    cell = np.zeros((3, 3)) if frame.cell is None else np.asarray(frame.cell, dtype=float)
+    if cell.shape != (3, 3):
+        raise _Reject(f"cell has shape {cell.shape}, expected (3, 3)")
+    pbc = np.zeros(3, bool) if frame.pbc is None else np.asarray(frame.pbc, dtype=bool)
+    factors = _factors(ctx, frame)
+    convention = factors.get("convention", ctx.manifest.units.stress_convention)
+
+    # copies: the frame may be normalised again (see _subset_and_retry)
+    info, arrays = dict(frame.info), dict(frame.arrays)
+    if ctx.renames:
+        info = {ctx.renames.get(k, k): v for k, v in info.items()}
+        arrays = {ctx.renames.get(k, k): v for k, v in arrays.items()}
+    for k, v in ctx.file_info.items():
+        info.setdefault(k, v)
+    mapped: list[tuple[str, str]] = []
+    found: dict[str, Any] = {}
+    if (info.keys() | arrays.keys()) & ctx.alias_keys:
+        for label, sources in ctx.sources.items():
+            container = arrays if label in PER_ATOM else info
+            for src in sources:
+                if src in container:
+                    found[label] = _label_value(label, container.pop(src), n, convention)
+                    mapped.append((src, label))
+                    break
+    missing = [lab for lab in ctx.manifest.labels if lab not in found and not (lab == "stress" and "virial" in found)]
+    if missing:
+        raise _Reject(f"missing label {', '.join(missing)} (the manifest requires {ctx.manifest.labels})")
+    for k, v in arrays.items():
+        if len(np.shape(v)) == 0 or np.shape(v)[0] != n:
+            raise _Reject(f"per-atom array {k!r} has {np.shape(v)[0] if np.shape(v) else 0} rows for {n} atoms")
+
+    keys = tuple(mapped)
+    for k in keys:
+        usage[f"{k[0]}->{k[1]}"] = usage.get(f"{k[0]}->{k[1]}", 0) + 1
+    out.info.append(_dumps(info) if info else "{}")
+    out.arrays.append(_dumps(arrays) if arrays else "{}")
+    out.provenance.append(ctx.provenance(frame.index, keys, frame.provenance))
+    out.index.append(frame.index)
+    out.numbers.append(nums)
+    out.positions.append(pos)
+    out.cell.append(cell)
+    out.pbc.append(pbc)
+    out.factors.append(factors)
+    for label in LABELS:
+        out.labels[label].append(found.get(label))
+
+
+def _list_array(values: np.ndarray, offsets: np.ndarray, width: int | None = None,
+                mask: np.ndarray | None = None) -> pa.Array:
+    inner = pa.array(values.ravel())
+    if width:
+        inner = pa.FixedSizeListArray.from_arrays(inner, width)
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), inner,
+                                    mask=pa.array(mask) if mask is not None else None)
+
+
+def _fixed(values: np.ndarray, width: int, mask: np.ndarray | None = None) -> pa.Array:
+    return pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), width,
+                                             mask=pa.array(mask) if mask is not None and mask.any() else None)
+
+
+def _per_atom_label(vals: list[Any], nsites: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Concatenate a per-atom label that some frames lack: values, offsets, null mask."""
+    present = np.array([v is not None for v in vals])
+    lens = np.where(present, nsites, 0)
+    offsets = np.concatenate([[0], np.cumsum(lens)])
+    parts = [v for v in vals if v is not None]
+    flat = np.concatenate(parts).reshape(-1, width) if parts else np.zeros((0, width))
+    return flat, offsets, ~present
+
+
+def _frame_all(ok_rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Per frame: are all its rows true (frames are non-empty)."""
+    return np.logical_and.reduceat(ok_rows, offsets[:-1]) if len(offsets) > 1 else np.zeros(0, bool)
+
+
+def normalise_batch(frames: list[RawFrame], ctx: FileContext,
+                    usage: dict[str, int] | None = None) -> tuple[pa.Table, list[Rejection]]:
+    """Canonical rows for the good frames of a batch, and a rejection for each bad one."""
+    usage = {} if usage is None else usage
+    rejected: list[Rejection] = []
+    b = _Batch()
+    for frame in frames:
+        try:
+            _take_frame(frame, ctx, b, usage)
+        except _Reject as e:
+            rejected.append(Rejection(frame.index, str(e)))
+    if not b.index:
+        return CONFIGURATIONS.empty_table(), rejected
+
+    nsites = np.array([len(x) for x in b.numbers], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(nsites)])
+    frame_of_atom = np.repeat(np.arange(len(nsites)), nsites)
+    numbers = np.concatenate(b.numbers)
+    positions = np.concatenate(b.positions)
+    cells = np.stack(b.cell)
+    pbcs = np.stack(b.pbc)
+    fac = {k: np.array([f[k] for f in b.factors]) for k in ("energy", "length", "forces", "stress", "stress_sign")}
+
+    energy = np.array([np.nan if v is None else v for v in b.labels["energy"]], dtype=float)
+    has_energy = np.array([v is not None for v in b.labels["energy"]])
+    forces, f_off, f_null = _per_atom_label(b.labels["forces"], nsites, 3)
+    mats = {}
+    for name in ("stress", "virial"):
+        present = np.array([v is not None for v in b.labels[name]])
+        mats[name] = (np.stack([np.full(9, np.nan) if v is None else v for v in b.labels[name]]), present)
+
+    # ---- validation, vectorised; reasons are per frame
+    reasons: dict[int, str] = {}
+
+    def flag(bad: np.ndarray, why: str) -> None:
+        for i in np.nonzero(bad)[0]:
+            reasons.setdefault(int(i), why)
+
+    flag(~_frame_all(np.isfinite(positions).all(axis=1), offsets), "non-finite positions (NaN or inf)")
+    flag(~np.isfinite(cells).reshape(-1, 9).all(axis=1), "non-finite cell")
+    flag(has_energy & ~np.isfinite(energy), "non-finite energy (NaN or inf)")
+    if len(forces):
+        ok = np.isfinite(forces).all(axis=1)
+        per_frame = np.ones(len(nsites), bool)
+        idx = np.nonzero(~f_null)[0]
+        if len(idx):
+            per_frame[idx] = np.logical_and.reduceat(ok, f_off[idx])
+        flag(~per_frame, "non-finite forces (NaN or inf)")
+    for name, (vals, present) in mats.items():
+        flag(present & ~np.isfinite(vals).all(axis=1), f"non-finite {name} (NaN or inf)")
+    for name in ("charges", "magmoms", "dipole"):
+        bad = [v is not None and not np.isfinite(v).all() for v in b.labels[name]]
+        flag(np.array(bad), f"non-finite {name} (NaN or inf)")
+
+    cells = cells * fac["length"][:, None, None]
+    det = np.linalg.det(cells)
+    lengths = np.linalg.norm(cells, axis=2)
+    all_periodic = pbcs.all(axis=1)
+    flag(all_periodic & (np.abs(det) < 1e-6), "degenerate cell: periodic in 3D but the cell volume is zero")
+    flag((pbcs & (lengths < 1e-9)).any(axis=1), "degenerate cell: a periodic direction has a zero lattice vector")
+
+    if reasons:
+        for i, why in sorted(reasons.items()):
+            rejected.append(Rejection(b.index[i], why))
+        keep = np.ones(len(nsites), bool)
+        keep[list(reasons)] = False
+        return _subset_and_retry(frames, b, keep, ctx, usage, rejected)
+
+    # ---- unit conversion and derived columns
+    atom_len = np.repeat(fac["length"], nsites)
+    positions = positions * atom_len[:, None]
+    energy = energy * fac["energy"]
+    if len(forces):
+        forces = forces * np.repeat(fac["forces"], np.where(f_null, 0, nsites))[:, None]
+    volume = np.where(all_periodic, np.abs(det), np.nan)
+    stress, has_stress = mats["stress"]
+    stress = stress * (fac["stress"] * fac["stress_sign"])[:, None] + 0.0  # + 0.0: no -0.0 from a sign flip
+    virial, has_virial = mats["virial"]
+    virial = virial * fac["energy"][:, None]
+    # stress = -virial / volume (ASE sign), where only a virial is given and the volume is defined
+    derive = ~has_stress & has_virial & all_periodic
+    stress[derive] = -virial[derive] / volume[derive, None]
+    has_stress = has_stress | derive
+
+    epa = np.where(has_energy, energy / nsites, np.nan)
+    max_force = np.full(len(nsites), np.nan)
+    if len(forces):
+        norms = np.linalg.norm(forces, axis=1)
+        idx = np.nonzero(~f_null)[0]
+        max_force[idx] = np.maximum.reduceat(norms, f_off[idx])
+
+    counts = np.bincount(frame_of_atom * (MAX_Z + 1) + numbers, minlength=len(nsites) * (MAX_Z + 1))
+    counts = counts.reshape(len(nsites), MAX_Z + 1)
+    uniq, inverse = np.unique(counts, axis=0, return_inverse=True)
+    comps = [composition_columns(c) for c in uniq]
+    inverse = inverse.ravel()
+
+    struct_hashes = hashing.structure_hashes(numbers, positions, offsets, cells, pbcs)
+    energy_l = [energy[i] if has_energy[i] else None for i in range(len(nsites))]
+    stress_l = [stress[i] if has_stress[i] else None for i in range(len(nsites))]
+    virial_l = [virial[i] if has_virial[i] else None for i in range(len(nsites))]
+    forces_l = [forces[f_off[i]:f_off[i + 1]] if not f_null[i] else None for i in range(len(nsites))]
+    other = {name: b.labels[name] for name in ("charges", "magmoms", "dipole")}
+    config_ids = []
+    for i, sh in enumerate(struct_hashes):
+        fields = [
+            hashing.label_field("energy", energy_l[i]),
+            hashing.label_field("forces", forces_l[i]),
+            hashing.label_field("stress", stress_l[i]),
+            hashing.label_field("virial", virial_l[i]),
+            *(hashing.label_field(k, v[i]) for k, v in other.items()),
+        ]
+        config_ids.append(hashing.config_id(sh, fields, ctx.method_bytes))
+
+    n = len(nsites)
+    comp_col = lambda key: [comps[j][key] for j in inverse]  # noqa: E731
+    extra = {}
+    for name in ("charges", "magmoms"):
+        vals, offs, null = _per_atom_label(other[name], nsites, 1)
+        extra[name] = _list_array(vals, offs, mask=null if null.any() else None)
+    dip = other["dipole"]
+    dip_null = np.array([v is None for v in dip])
+    dip_vals = np.stack([np.zeros(3) if v is None else v for v in dip])
+    columns = {
+        "config_id": pa.array(config_ids, pa.string()),
+        "structure_hash": pa.array(struct_hashes, pa.string()),
+        "dataset": pa.array([ctx.dataset] * n, pa.string()),
+        "deposit_id": pa.array([ctx.deposit_id] * n, pa.string()),
+        "source_file": pa.array([ctx.source_file] * n, pa.string()),
+        "frame_index": pa.array(b.index, pa.int64()),
+        "numbers": _list_array(numbers, offsets),
+        "positions": _list_array(positions, offsets, 3),
+        "cell": _fixed(cells, 9),
+        "pbc": _fixed(pbcs, 3),
+        "nsites": pa.array(nsites.astype(np.int32)),
+        "nelements": pa.array(comp_col("nelements"), pa.int32()),
+        "elements": pa.array(comp_col("elements"), pa.list_(pa.string())),
+        "elements_ratios": pa.array(comp_col("elements_ratios"), pa.list_(pa.float64())),
+        "chemical_formula_reduced": pa.array(comp_col("chemical_formula_reduced"), pa.string()),
+        "chemical_formula_hill": pa.array(comp_col("chemical_formula_hill"), pa.string()),
+        "chemical_formula_anonymous": pa.array(comp_col("chemical_formula_anonymous"), pa.string()),
+        "nperiodic_dimensions": pa.array(pbcs.sum(axis=1).astype(np.int8)),
+        "element_mask_lo": pa.array(comp_col("element_mask_lo"), pa.uint64()),
+        "element_mask_hi": pa.array(comp_col("element_mask_hi"), pa.uint64()),
+        "volume": pa.array(volume, mask=~all_periodic),
+        "energy": pa.array(energy, mask=~has_energy),
+        "energy_per_atom": pa.array(epa, mask=~has_energy),
+        "forces": _list_array(forces, f_off, 3, mask=f_null if f_null.any() else None),
+        "max_force": pa.array(max_force, mask=f_null),
+        "stress": _fixed(stress, 9, ~has_stress),
+        "virial": _fixed(virial, 9, ~has_virial),
+        "charges": extra["charges"],
+        "magmoms": extra["magmoms"],
+        "dipole": _fixed(dip_vals, 3, dip_null),
+        "info": pa.array(b.info, pa.string()),
+        "arrays": pa.array(b.arrays, pa.string()),
+        "method": pa.array([ctx.method_json] * n, pa.string()),
+        "provenance": pa.array(b.provenance, pa.string()),
+        "hash_version": pa.array(np.full(n, HASH_VERSION, dtype=np.int16)),
+    }
+    arrays = []
+    for f in CONFIGURATIONS:
+        col = columns[f.name]
+        if isinstance(f.type, pa.ExtensionType):
+            col = pa.ExtensionArray.from_storage(f.type, col)
+        arrays.append(col)
+    return pa.Table.from_arrays(arrays, schema=CONFIGURATIONS), rejected
+
+
+def _subset_and_retry(frames: list[RawFrame], b: _Batch, keep: np.ndarray, ctx: FileContext,
+                      usage: dict[str, int], rejected: list[Rejection]) -> tuple[pa.Table, list[Rejection]]:
+    # Rare path (a batch with numerically bad frames): normalise the good ones again.
+    good = {b.index[i] for i in np.nonzero(keep)[0]}
+    retry = [f for f in frames if f.index in good]
+    table, more = normalise_batch(retry, ctx, {})
+    return table, rejected + more
