@@ -37,7 +37,7 @@ from fsspec.implementations.local import LocalFileSystem
 from .schema import CONFIGURATIONS, QUARANTINE
 
 DEFAULT_LAKE = "lake"
-SHARD_ROWS = 250_000
+SHARD_ROWS = int(os.environ.get("MLIPLAKE_SHARD_ROWS", 250_000))  # rows per Parquet shard
 
 
 def default_url() -> str:
@@ -97,7 +97,8 @@ class Lake:
         parent = path.rsplit("/", 1)[0]
         self.fs.makedirs(parent, exist_ok=True)
         if self.local:
-            tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{path.rsplit('/', 1)[1]}"
+            # hidden, and not ending in .parquet, so no glob over the lake picks it up
+            tmp = f"{parent}/.{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex[:12]}.tmp"
             try:
                 with open(tmp, "wb") as f:
                     yield f

@@ -1,0 +1,87 @@
+"""Shared fixtures: bundled samples, lakes on a local folder and on a real S3 endpoint (moto server)."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+import mliplake
+from mliplake.cli import sample_dir
+
+SAMPLES = {name: sample_dir(name) for name in ("3bpa", "rmd17", "mlearn")}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """A real S3 HTTP endpoint: moto's server in its own process on 127.0.0.1."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    exe = shutil.which("moto_server", path=os.path.dirname(sys.executable)) or "moto_server"
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=open(log, "wb"),
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        raise RuntimeError(f"moto server did not start: {log.read_text()}")
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": url}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield url
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    proc.terminate()
+    proc.wait(10)
+
+
+def make_bucket(endpoint: str) -> str:
+    import s3fs
+
+    bucket = f"lake-{uuid.uuid4().hex[:10]}"
+    s3fs.S3FileSystem(endpoint_url=endpoint).mkdir(bucket)
+    return bucket
+
+
+@pytest.fixture(params=["local", "s3"])
+def lake(request, tmp_path):
+    """An empty lake, on a local folder and on S3 (moto server)."""
+    if request.param == "local":
+        return mliplake.Lake(tmp_path / "lake")
+    endpoint = request.getfixturevalue("s3_endpoint")
+    return mliplake.Lake(f"s3://{make_bucket(endpoint)}/lake")
+
+
+@pytest.fixture
+def local_lake(tmp_path):
+    return mliplake.Lake(tmp_path / "lake")
+
+
+def sample_files(name: str) -> list[Path]:
+    return sorted(p for p in SAMPLES[name].iterdir() if p.suffix in (".xyz", ".json"))
+
+
+def deposit_sample(lake, name: str):
+    return lake.deposit(sample_files(name), manifest=SAMPLES[name] / "manifest.yaml")
