@@ -84,7 +84,9 @@ def _np_default(o: Any) -> Any:
         return list(o)
     if isinstance(o, bytes):
         return o.decode("utf-8", "replace")
-    raise TypeError(f"cannot store a value of type {type(o).__name__}")
+    if hasattr(o, "todict"):  # ASE objects (Spacegroup, constraints, ...) serialise themselves
+        return o.todict()
+    return str(o)  # anything else, as text rather than lost
 
 
 def _finite_only(o: Any) -> Any:

@@ -102,6 +102,16 @@ def _extxyz_frame(index: int, info: dict[str, Any], arrays: dict[str, np.ndarray
     return RawFrame(index, positions, symbols, numbers, cell, np.asarray(pbc, dtype=bool), info, arrays)
 
 
+_DEFAULT_PROPERTIES = "Properties=species:S:1:pos:R:3"
+
+
+def _comment_line(path: Path, offset: int) -> str:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        f.readline()
+        return f.readline().decode("utf-8", "replace").strip()
+
+
 @reader("extxyz")
 def read_extxyz(path: Path) -> Iterator[Item]:
     """The libAtoms C parser; on the first broken frame, frame-by-frame recovery."""
@@ -113,11 +123,22 @@ def read_extxyz(path: Path) -> Iterator[Item]:
     index = 0
     try:
         while True:
+            start = cextxyz.cftell(fp)
             try:
                 _, info, arrays = cextxyz.read_frame_dicts(fp, use_cleri=False)
             except EOFError:
                 return
-            except (cextxyz.ExtXYZError, UnicodeDecodeError, ValueError):
+            except cextxyz.ExtXYZError as e:
+                if not str(e).startswith("Failed to parse string"):
+                    break
+                # a free-text comment line (plain xyz): keep it as info["comment"], as written
+                cextxyz.cfseek(fp, start, 0)
+                try:
+                    _, info, arrays = cextxyz.read_frame_dicts(fp, comment=_DEFAULT_PROPERTIES, use_cleri=False)
+                except (cextxyz.ExtXYZError, UnicodeDecodeError, ValueError, EOFError):
+                    break
+                info["comment"] = _comment_line(path, start)
+            except (UnicodeDecodeError, ValueError):
                 break
             frame = _extxyz_frame(index, info, arrays)
             frame.offset = cextxyz.cftell(fp)
