@@ -40,16 +40,30 @@ def _fmt(sym: str, n: int) -> str:
     return sym if n == 1 else f"{sym}{n}"
 
 
+_CACHE: dict[bytes, dict[str, object]] = {}
+_CACHE_MAX = 200_000
+
+
+def composition_of(counts: np.ndarray) -> dict[str, object]:
+    """``composition_columns``, remembered: datasets repeat compositions (MD runs, relaxations)."""
+    key = counts.tobytes()
+    hit = _CACHE.get(key)
+    if hit is None:
+        hit = composition_columns(counts)
+        if len(_CACHE) >= _CACHE_MAX:
+            _CACHE.clear()
+        _CACHE[key] = hit
+    return hit
+
+
 def composition_columns(counts: np.ndarray) -> dict[str, object]:
     """Derived columns for one composition given as counts per Z (length MAX_Z + 1)."""
-    zs = np.nonzero(counts)[0]
-    syms = [chemical_symbols[z] for z in zs]
-    ns = [int(counts[z]) for z in zs]
-    order = sorted(range(len(syms)), key=lambda i: syms[i])
-    elements = [syms[i] for i in order]
-    n_sorted = [ns[i] for i in order]
-    total = sum(ns)
-    g = reduce(gcd, ns) if ns else 1
+    zs = np.flatnonzero(counts)
+    pairs = sorted((chemical_symbols[z], int(counts[z])) for z in zs)  # alphabetical, as OPTIMADE
+    elements = [e for e, _ in pairs]
+    n_sorted = [n for _, n in pairs]
+    total = sum(n_sorted)
+    g = reduce(gcd, n_sorted) if n_sorted else 1
     reduced = "".join(_fmt(e, n // g) for e, n in zip(elements, n_sorted))
     if "C" in elements:
         hill_order = ["C"] + (["H"] if "H" in elements else []) + [e for e in elements if e not in ("C", "H")]
@@ -57,9 +71,10 @@ def composition_columns(counts: np.ndarray) -> dict[str, object]:
         hill_order = elements
     by_sym = dict(zip(elements, n_sorted))
     hill = "".join(_fmt(e, by_sym[e]) for e in hill_order)
-    anon_counts = sorted((n // g for n in ns), reverse=True)
+    anon_counts = sorted((n // g for n in n_sorted), reverse=True)
     anonymous = "".join(_fmt(ANON[i], n) for i, n in enumerate(anon_counts))
-    lo, hi = mask_of(elements)
+    lo = sum(1 << int(z) for z in zs if z < 64)
+    hi = sum(1 << (int(z) - 64) for z in zs if z >= 64)
     return {
         "elements": elements,
         "nelements": len(elements),

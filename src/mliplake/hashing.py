@@ -87,6 +87,25 @@ def label_field(name: str, value: np.ndarray | float | None) -> bytes:
     return name.encode() + b"=+" + len(q).to_bytes(4, "little") + q.tobytes()
 
 
+def label_fields(name: str, values: np.ndarray, offsets: np.ndarray, present: np.ndarray) -> list[bytes]:
+    """``label_field`` for a whole batch: rows ``offsets[i]:offsets[i+1]`` of ``values`` are frame i."""
+    absent = name.encode() + b"=-"
+    if not present.any():
+        return [absent] * len(present)
+    head = name.encode() + b"=+"
+    values = np.where(np.isfinite(values), values, 0.0)  # rows of absent frames hold NaN; never hashed
+    q = quantise(values, LABEL_Q[name]).reshape(len(values), -1) if len(values) else np.zeros((0, 1), "<i8")
+    width = q.shape[1]
+    out = []
+    for i, p in enumerate(present):
+        if p:
+            rows = q[offsets[i]:offsets[i + 1]]
+            out.append(head + (len(rows) * width).to_bytes(4, "little") + rows.tobytes())
+        else:
+            out.append(absent)
+    return out
+
+
 def config_id(structure_hash: str, label_fields: list[bytes], method: bytes) -> str:
     h = hashlib.sha256(_C_HEAD)
     h.update(b"structure=" + structure_hash.encode())

@@ -22,7 +22,7 @@ from .lake import SHARD_ROWS, Lake
 from .manifest import Manifest, ManifestError, load_manifest, parse_manifest
 from .normalise import FileContext, Rejection, normalise_batch
 from .readers import FrameError, RawFrame, ReaderError, detect_format, read_frames
-from .schema import CONFIGURATIONS, HASH_VERSION, LABELS, QUARANTINE
+from .schema import CONFIGURATIONS, HASH_VERSION, LABELS, PARQUET_OPTIONS, QUARANTINE
 
 BATCH = 2000
 MANIFEST_NAMES = ("manifest.yaml", "manifest.yml", "manifest.json", "mliplake.yaml")
@@ -172,7 +172,7 @@ class _ShardWriter:
             path = f"{self.dir}/part-{self.attempt}-{len(self.paths):05d}.parquet"
             self._ctx = self.lake.atomic_open(path)
             f = self._ctx.__enter__()
-            self._writer = pq.ParquetWriter(f, CONFIGURATIONS, compression="zstd")
+            self._writer = pq.ParquetWriter(f, CONFIGURATIONS, **PARQUET_OPTIONS)
             self.paths.append(path)
             self._rows = 0
         self._writer.write_table(table, row_group_size=65536)
@@ -238,7 +238,8 @@ def deposit(lake: Lake, paths: list[Path], dataset: str | None = None, manifest:
         m = _resolve_manifest(manifest, found, dataset)
     except ManifestError as e:
         name = dataset or "_rejected"
-        dep = deposit_id_for(name, [(p.name, d) for p, d in zip(files, digests)])
+        # An id of its own: a rejected attempt must never replace a stored deposit of the same files.
+        dep = deposit_id_for(f"_rejected/{name}", [(p.name, d) for p, d in zip(files, digests)])
         _store_raw(lake, dep, files, digests, manifest_path)
         report = DepositReport(dep, name, status="rejected", error=str(e),
                                files=[FileReport(p.name, d, p.stat().st_size) for p, d in zip(files, digests)])

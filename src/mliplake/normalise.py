@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import hashing
-from .chemistry import MAX_Z, Z_OF, composition_columns
+from .chemistry import MAX_Z, Z_OF, composition_of
 from .manifest import ALIASES, Manifest, Units
 from .readers import RawFrame
 from .schema import CONFIGURATIONS, HASH_VERSION, LABELS
@@ -30,6 +30,15 @@ LABEL_SHAPES = {"energy": (), "stress": None, "virial": None, "dipole": (3,)}  #
 class Rejection:
     frame_index: int | None
     reason: str
+
+
+@dataclass(frozen=True)
+class _Plan:
+    picks: tuple[tuple[str, str, bool], ...]  # (label, source key, per atom?)
+    missing: tuple[str, ...]  # labels the manifest requires that the frame lacks
+    keys: tuple[tuple[str, str], ...]  # (source key, label), for provenance
+    usage_keys: tuple[str, ...]
+    copy: bool
 
 
 @dataclass
@@ -65,6 +74,31 @@ class FileContext:
              "units": units}
         )[:-1]
         self._prov_cache: dict[tuple, str] = {}
+        self._plans: dict[tuple, _Plan] = {}
+
+    def plan(self, info: dict[str, Any], arrays: dict[str, Any]) -> _Plan:
+        """Which key becomes which label, worked out once per distinct set of keys."""
+        sig = (tuple(info), tuple(arrays))
+        plan = self._plans.get(sig)
+        if plan is None:
+            plan = self._plans[sig] = self._make_plan(info.keys(), arrays.keys())
+        return plan
+
+    def _make_plan(self, info_keys: Any, array_keys: Any) -> _Plan:
+        info_keys = {self.renames.get(k, k) for k in info_keys} | set(self.file_info)
+        array_keys = {self.renames.get(k, k) for k in array_keys}
+        picks = []
+        for label, sources in self.sources.items():
+            per_atom = label in PER_ATOM
+            src = next((k for k in sources if k in (array_keys if per_atom else info_keys)), None)
+            if src is not None:
+                picks.append((label, src, per_atom))
+        found = {p[0] for p in picks}
+        missing = tuple(lab for lab in self.manifest.labels
+                        if lab not in found and not (lab == "stress" and "virial" in found))
+        keys = tuple((src, label) for label, src, _ in picks)
+        return _Plan(tuple(picks), missing, keys, tuple(f"{a}->{b}" for a, b in keys),
+                     copy=bool(picks or self.renames or self.file_info))
 
     def provenance(self, index: int, keys: tuple[tuple[str, str], ...], extra: dict | None) -> str:
         if extra:
@@ -126,11 +160,21 @@ class _Batch:
     provenance: list[str] = field(default_factory=list)
     factors: list[dict[str, float]] = field(default_factory=list)
 
+    def subset(self, keep: np.ndarray) -> _Batch:
+        pick = lambda xs: [x for x, k in zip(xs, keep) if k]  # noqa: E731
+        out = _Batch(**{name: pick(getattr(self, name)) for name in
+                        ("index", "numbers", "positions", "cell", "pbc", "info", "arrays", "provenance", "factors")})
+        out.labels = {k: pick(v) for k, v in self.labels.items()}
+        return out
 
-_symbol_cache: dict[bytes, np.ndarray] = {}
+
+# symbols -> Z by binary search in a sorted table: vectorised, no Python loop over atoms
+_SORTED_SYMBOLS = np.array(sorted(Z_OF))
+_SORTED_Z = np.array([Z_OF[s] for s in _SORTED_SYMBOLS], dtype=np.uint8)
 
 
-def _numbers(frame: RawFrame) -> np.ndarray:
+def _species(frame: RawFrame) -> np.ndarray:
+    """Atomic numbers (checked), or symbols as strings, mapped later for the whole batch at once."""
     if frame.numbers is not None:
         nums = np.asarray(frame.numbers)
         if nums.dtype.kind not in "iu" or nums.ndim != 1:
@@ -142,16 +186,26 @@ def _numbers(frame: RawFrame) -> np.ndarray:
     if frame.symbols is None:
         raise _Reject("no species: neither symbols nor atomic numbers")
     syms = np.asarray(frame.symbols)
-    key = syms.tobytes() + str(syms.dtype).encode()
-    nums = _symbol_cache.get(key)
-    if nums is None:
-        try:
-            nums = np.array([Z_OF[str(s)] for s in syms.ravel()], dtype=np.uint8)
-        except KeyError as e:
-            raise _Reject(f"unknown element {e.args[0]!r}") from None
-        if len(_symbol_cache) < 10000:
-            _symbol_cache[key] = nums
-    return nums
+    return syms if syms.dtype.kind == "U" else syms.astype(str)
+
+
+def _numbers(species: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Flat atomic numbers of a batch, and per atom whether the symbol was unknown."""
+    out = np.empty(sum(len(s) for s in species), dtype=np.uint8)
+    unknown = np.zeros(len(out), bool)
+    syms = [(i, s) for i, s in enumerate(species) if s.dtype.kind == "U"]
+    offsets = np.cumsum([0] + [len(s) for s in species])
+    for i, s in enumerate(species):
+        if s.dtype.kind != "U":
+            out[offsets[i]:offsets[i + 1]] = s
+    if syms:
+        flat = np.concatenate([s for _, s in syms])
+        idx = np.minimum(np.searchsorted(_SORTED_SYMBOLS, flat), len(_SORTED_SYMBOLS) - 1)
+        bad = _SORTED_SYMBOLS[idx] != flat
+        where = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i, _ in syms])
+        out[where] = _SORTED_Z[idx]
+        unknown[where] = bad
+    return out, unknown
 
 
 def _label_value(name: str, value: Any, n: int, convention: str) -> np.ndarray | float:
@@ -202,9 +256,9 @@ def _take_frame(frame: RawFrame, ctx: FileContext, out: _Batch, usage: dict[str,
         raise _Reject("no atoms")
     if pos.shape != (n, 3):
         raise _Reject(f"positions have shape {pos.shape}, expected ({n}, 3)")
-    nums = _numbers(frame)
-    if len(nums) != n:
-        raise _Reject(f"{len(nums)} species for {n} positions")
+    species = _species(frame)
+    if len(species) != n:
+        raise _Reject(f"{len(species)} species for {n} positions")
     cell = np.zeros((3, 3)) if frame.cell is None else np.asarray(frame.cell, dtype=float)
     if cell.shape != (3, 3):
         raise _Reject(f"cell has shape {cell.shape}, expected (3, 3)")
@@ -212,38 +266,32 @@ def _take_frame(frame: RawFrame, ctx: FileContext, out: _Batch, usage: dict[str,
     factors = _factors(ctx, frame)
     convention = factors.get("convention", ctx.manifest.units.stress_convention)
 
-    # copies: the frame may be normalised again (see _subset_and_retry)
-    info, arrays = dict(frame.info), dict(frame.arrays)
+    info, arrays = frame.info, frame.arrays
+    plan = ctx.plan(info, arrays)
+    if plan.copy:
+        info, arrays = dict(info), dict(arrays)  # the caller's frame stays as it was read
     if ctx.renames:
         info = {ctx.renames.get(k, k): v for k, v in info.items()}
         arrays = {ctx.renames.get(k, k): v for k, v in arrays.items()}
     for k, v in ctx.file_info.items():
         info.setdefault(k, v)
-    mapped: list[tuple[str, str]] = []
     found: dict[str, Any] = {}
-    if (info.keys() | arrays.keys()) & ctx.alias_keys:
-        for label, sources in ctx.sources.items():
-            container = arrays if label in PER_ATOM else info
-            for src in sources:
-                if src in container:
-                    found[label] = _label_value(label, container.pop(src), n, convention)
-                    mapped.append((src, label))
-                    break
-    missing = [lab for lab in ctx.manifest.labels if lab not in found and not (lab == "stress" and "virial" in found)]
-    if missing:
-        raise _Reject(f"missing label {', '.join(missing)} (the manifest requires {ctx.manifest.labels})")
+    for label, src, per_atom in plan.picks:
+        found[label] = _label_value(label, (arrays if per_atom else info).pop(src), n, convention)
+    if plan.missing:
+        raise _Reject(f"missing label {', '.join(plan.missing)} (the manifest requires {ctx.manifest.labels})")
     for k, v in arrays.items():
         if len(np.shape(v)) == 0 or np.shape(v)[0] != n:
             raise _Reject(f"per-atom array {k!r} has {np.shape(v)[0] if np.shape(v) else 0} rows for {n} atoms")
 
-    keys = tuple(mapped)
-    for k in keys:
-        usage[f"{k[0]}->{k[1]}"] = usage.get(f"{k[0]}->{k[1]}", 0) + 1
+    keys = plan.keys
+    for k in plan.usage_keys:
+        usage[k] = usage.get(k, 0) + 1
     out.info.append(_dumps(info) if info else "{}")
     out.arrays.append(_dumps(arrays) if arrays else "{}")
     out.provenance.append(ctx.provenance(frame.index, keys, frame.provenance))
     out.index.append(frame.index)
-    out.numbers.append(nums)
+    out.numbers.append(species)
     out.positions.append(pos)
     out.cell.append(cell)
     out.pbc.append(pbc)
@@ -292,13 +340,24 @@ def normalise_batch(frames: list[RawFrame], ctx: FileContext,
             _take_frame(frame, ctx, b, usage)
         except _Reject as e:
             rejected.append(Rejection(frame.index, str(e)))
-    if not b.index:
-        return CONFIGURATIONS.empty_table(), rejected
+    while b.index:
+        table, reasons = _columns(b, ctx)
+        if not reasons:
+            return table, rejected
+        # numerically bad frames: reject them, build the columns again for the rest
+        rejected += [Rejection(b.index[i], why) for i, why in sorted(reasons.items())]
+        keep = np.ones(len(b.index), bool)
+        keep[list(reasons)] = False
+        b = b.subset(keep)
+    return CONFIGURATIONS.empty_table(), rejected
 
+
+def _columns(b: _Batch, ctx: FileContext) -> tuple[pa.Table | None, dict[int, str]]:
+    """Pass two, over the whole batch: validate numbers, convert units, derive, hash, build Arrow."""
     nsites = np.array([len(x) for x in b.numbers], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(nsites)])
     frame_of_atom = np.repeat(np.arange(len(nsites)), nsites)
-    numbers = np.concatenate(b.numbers)
+    numbers, unknown = _numbers(b.numbers)
     positions = np.concatenate(b.positions)
     cells = np.stack(b.cell)
     pbcs = np.stack(b.pbc)
@@ -319,6 +378,10 @@ def normalise_batch(frames: list[RawFrame], ctx: FileContext,
         for i in np.nonzero(bad)[0]:
             reasons.setdefault(int(i), why)
 
+    if unknown.any():
+        for i in np.unique(frame_of_atom[unknown]):
+            sym = b.numbers[i][unknown[offsets[i]:offsets[i + 1]]][0]
+            reasons.setdefault(int(i), f"unknown element {str(sym)!r}")
     flag(~_frame_all(np.isfinite(positions).all(axis=1), offsets), "non-finite positions (NaN or inf)")
     flag(~np.isfinite(cells).reshape(-1, 9).all(axis=1), "non-finite cell")
     flag(has_energy & ~np.isfinite(energy), "non-finite energy (NaN or inf)")
@@ -343,11 +406,7 @@ def normalise_batch(frames: list[RawFrame], ctx: FileContext,
     flag((pbcs & (lengths < 1e-9)).any(axis=1), "degenerate cell: a periodic direction has a zero lattice vector")
 
     if reasons:
-        for i, why in sorted(reasons.items()):
-            rejected.append(Rejection(b.index[i], why))
-        keep = np.ones(len(nsites), bool)
-        keep[list(reasons)] = False
-        return _subset_and_retry(frames, b, keep, ctx, usage, rejected)
+        return None, reasons
 
     # ---- unit conversion and derived columns
     atom_len = np.repeat(fac["length"], nsites)
@@ -374,29 +433,22 @@ def normalise_batch(frames: list[RawFrame], ctx: FileContext,
 
     counts = np.bincount(frame_of_atom * (MAX_Z + 1) + numbers, minlength=len(nsites) * (MAX_Z + 1))
     counts = counts.reshape(len(nsites), MAX_Z + 1)
-    uniq, inverse = np.unique(counts, axis=0, return_inverse=True)
-    comps = [composition_columns(c) for c in uniq]
-    inverse = inverse.ravel()
+    comps = [composition_of(row) for row in counts.astype(np.uint32)]
 
     struct_hashes = hashing.structure_hashes(numbers, positions, offsets, cells, pbcs)
-    energy_l = [energy[i] if has_energy[i] else None for i in range(len(nsites))]
-    stress_l = [stress[i] if has_stress[i] else None for i in range(len(nsites))]
-    virial_l = [virial[i] if has_virial[i] else None for i in range(len(nsites))]
-    forces_l = [forces[f_off[i]:f_off[i + 1]] if not f_null[i] else None for i in range(len(nsites))]
     other = {name: b.labels[name] for name in ("charges", "magmoms", "dipole")}
-    config_ids = []
-    for i, sh in enumerate(struct_hashes):
-        fields = [
-            hashing.label_field("energy", energy_l[i]),
-            hashing.label_field("forces", forces_l[i]),
-            hashing.label_field("stress", stress_l[i]),
-            hashing.label_field("virial", virial_l[i]),
-            *(hashing.label_field(k, v[i]) for k, v in other.items()),
-        ]
-        config_ids.append(hashing.config_id(sh, fields, ctx.method_bytes))
+    fields = [
+        hashing.label_fields("energy", energy[:, None], np.arange(len(nsites) + 1), has_energy),
+        hashing.label_fields("forces", forces, f_off, ~f_null),
+        hashing.label_fields("stress", stress, np.arange(len(nsites) + 1), has_stress),
+        hashing.label_fields("virial", virial, np.arange(len(nsites) + 1), has_virial),
+        *([hashing.label_field(k, x) for x in v] for k, v in other.items()),
+    ]
+    config_ids = [hashing.config_id(sh, [f[i] for f in fields], ctx.method_bytes)
+                  for i, sh in enumerate(struct_hashes)]
 
     n = len(nsites)
-    comp_col = lambda key: [comps[j][key] for j in inverse]  # noqa: E731
+    comp_col = lambda key: [c[key] for c in comps]  # noqa: E731
     extra = {}
     for name in ("charges", "magmoms"):
         vals, offs, null = _per_atom_label(other[name], nsites, 1)
@@ -447,13 +499,4 @@ def normalise_batch(frames: list[RawFrame], ctx: FileContext,
         if isinstance(f.type, pa.ExtensionType):
             col = pa.ExtensionArray.from_storage(f.type, col)
         arrays.append(col)
-    return pa.Table.from_arrays(arrays, schema=CONFIGURATIONS), rejected
-
-
-def _subset_and_retry(frames: list[RawFrame], b: _Batch, keep: np.ndarray, ctx: FileContext,
-                      usage: dict[str, int], rejected: list[Rejection]) -> tuple[pa.Table, list[Rejection]]:
-    # Rare path (a batch with numerically bad frames): normalise the good ones again.
-    good = {b.index[i] for i in np.nonzero(keep)[0]}
-    retry = [f for f in frames if f.index in good]
-    table, more = normalise_batch(retry, ctx, {})
-    return table, rejected + more
+    return pa.Table.from_arrays(arrays, schema=CONFIGURATIONS), {}

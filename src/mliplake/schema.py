@@ -81,3 +81,11 @@ JSON_COLUMNS = ("info", "arrays", "method", "provenance")
 
 def empty_configurations() -> pa.Table:
     return CONFIGURATIONS.empty_table()
+
+
+#: Parquet options: zstd; dictionary pages only for columns that repeat (floats do not).
+PARQUET_OPTIONS = dict(
+    compression="zstd",
+    use_dictionary=["dataset", "deposit_id", "source_file", "method", "elements", "elements.list.element",
+                    "chemical_formula_reduced", "chemical_formula_hill", "chemical_formula_anonymous"],
+)
