@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import __version__
+from . import __version__, parallel
 from .lake import SHARD_ROWS, Lake
 from .manifest import Manifest, ManifestError, load_manifest, parse_manifest
 from .normalise import FileContext, Rejection, normalise_batch
@@ -154,6 +154,32 @@ def _batches(items: Iterator[RawFrame | FrameError], size: int) -> Iterator[tupl
         yield frames, errors, offset
 
 
+Rejected = list[tuple[int | None, str]]
+
+
+def _file_batches(path: Path, fmt: str, ctx: FileContext,
+                  usage: dict[str, int]) -> Iterator[tuple[pa.Table, Rejected, int, int | None]]:
+    """(canonical rows, rejected (frame, reason), frames read, bytes read so far) per batch of a file."""
+    done = 0
+    if parallel.wanted(path, fmt):
+        try:
+            for table, rejected, chunk_usage, chunk in parallel.normalise_file(path, ctx):
+                for k, n in chunk_usage.items():
+                    usage[k] = usage.get(k, 0) + n
+                done = chunk.start_index + chunk.nframes
+                yield table, [(r.frame_index, r.reason) for r in rejected], chunk.nframes, chunk.end
+            return
+        except parallel.ScanError:
+            pass  # a damaged file: the sequential reader recovers frame by frame, from where we stopped
+    for frames, errors, offset in _batches(read_frames(path, fmt), BATCH):
+        if done:
+            frames = [f for f in frames if f.index >= done]
+            errors = [e for e in errors if e.index is None or e.index >= done]
+        table, rejected = normalise_batch(frames, ctx, usage)
+        yield (table, [(e.index, e.reason) for e in errors] + [(r.frame_index, r.reason) for r in rejected],
+               len(frames) + len(errors), offset)
+
+
 class _ShardWriter:
     """Streams tables into size-bounded Parquet shards, each published atomically."""
 
@@ -274,14 +300,10 @@ def deposit(lake: Lake, paths: list[Path], dataset: str | None = None, manifest:
         ctx = FileContext(m.dataset, dep, p.name, m, entry.info if entry else {}, deposited_at)
         done = 0
         try:
-            for frames, errors, offset in _batches(read_frames(p, fmt), BATCH):
-                fr.frames_read += len(frames) + len(errors)
-                for e in errors:
-                    quarantine.append((p.name, e.index, e.reason))
-                table, rejected = normalise_batch(frames, ctx, report.key_mapping)
-                for r in rejected:
-                    quarantine.append((p.name, r.frame_index, r.reason))
-                fr.quarantined += len(errors) + len(rejected)
+            for table, rejected, nread, offset in _file_batches(p, fmt, ctx, report.key_mapping):
+                fr.frames_read += nread
+                quarantine += [(p.name, index, reason) for index, reason in rejected]
+                fr.quarantined += len(rejected)
                 table = _dedupe(table, seen, struct_seen, fr, report)
                 if table.num_rows:
                     _collect(table, elements, labels)

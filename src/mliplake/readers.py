@@ -15,7 +15,9 @@ db, trajectories, ...).
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -112,41 +114,71 @@ def _comment_line(path: Path, offset: int) -> str:
         return f.readline().decode("utf-8", "replace").strip()
 
 
+def _read_frame(fp: Any, path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The next frame from the C parser at ``fp`` (an open ``path``).
+
+    Shared by the fast path and recovery, so both read plain xyz the same way.
+    """
+    from extxyz import cextxyz
+
+    start = cextxyz.cftell(fp)
+    try:
+        _, info, arrays = cextxyz.read_frame_dicts(fp, use_cleri=False)
+    except cextxyz.ExtXYZError as e:
+        if not str(e).startswith("Failed to parse string"):
+            raise
+        # a free-text comment line (plain xyz): keep it as info["comment"], as written
+        cextxyz.cfseek(fp, start, 0)
+        _, info, arrays = cextxyz.read_frame_dicts(fp, comment=_DEFAULT_PROPERTIES, use_cleri=False)
+        info["comment"] = _comment_line(path, start)
+    return info, arrays
+
+
 @reader("extxyz")
 def read_extxyz(path: Path) -> Iterator[Item]:
-    """The libAtoms C parser; on the first broken frame, frame-by-frame recovery."""
+    """The libAtoms C parser; on the first broken frame, frame-by-frame recovery.
+
+    A frame is yielded only once the next one has parsed (or the file has ended
+    cleanly): a header that promised too few atoms shows only in the lines after
+    its frame, and recovery must then judge that frame again.
+    """
     from extxyz import cextxyz
 
     fp = cextxyz.cfopen(str(path), "r")
     if not fp:
         raise ReaderError(f"cannot open {path}")
-    index = 0
+    pending: RawFrame | None = None
+    end = 0  # byte offset after the last frame parsed
     try:
         while True:
-            start = cextxyz.cftell(fp)
             try:
-                _, info, arrays = cextxyz.read_frame_dicts(fp, use_cleri=False)
+                info, arrays = _read_frame(fp, path)
             except EOFError:
+                # The parser also ends quietly on a last frame cut at a line boundary.
+                if _has_data_after(path, end):
+                    break
+                if pending is not None:
+                    yield pending
                 return
-            except cextxyz.ExtXYZError as e:
-                if not str(e).startswith("Failed to parse string"):
-                    break
-                # a free-text comment line (plain xyz): keep it as info["comment"], as written
-                cextxyz.cfseek(fp, start, 0)
-                try:
-                    _, info, arrays = cextxyz.read_frame_dicts(fp, comment=_DEFAULT_PROPERTIES, use_cleri=False)
-                except (cextxyz.ExtXYZError, UnicodeDecodeError, ValueError, EOFError):
-                    break
-                info["comment"] = _comment_line(path, start)
-            except (UnicodeDecodeError, ValueError):
+            except (cextxyz.ExtXYZError, UnicodeDecodeError, ValueError):
                 break
-            frame = _extxyz_frame(index, info, arrays)
-            frame.offset = cextxyz.cftell(fp)
-            yield frame
-            index += 1
+            if pending is not None:
+                yield pending
+            pending = _extxyz_frame(0 if pending is None else pending.index + 1, info, arrays)
+            end = pending.offset = cextxyz.cftell(fp)
     finally:
         cextxyz.cfclose(fp)
-    yield from _recover_extxyz(path, skip=index)
+    yield from _recover_extxyz(path, skip=0 if pending is None else pending.index)
+
+
+def _has_data_after(path: Path, offset: int) -> bool:
+    """Whether anything but whitespace follows byte ``offset`` of the file."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while chunk := f.read(1 << 20):
+            if chunk.strip():
+                return True
+    return False
 
 
 def _is_count(line: bytes) -> bool:
@@ -188,8 +220,39 @@ def _split_frames(data: bytes) -> Iterator[tuple[int, list[bytes] | None, str]]:
             got = max(0, len(body))
             yield i + 1, None, f"line {i + 1}: truncated: header says {natoms} atoms, file ends after {got}"
             return
+        if _cut_mid_line(body):
+            yield i + 1, None, f"line {i + 2 + natoms}: truncated: the file ends in the middle of an atom line"
+            return
+        extra = _extra_atom_lines(lines, i + 2 + natoms, body)
+        if extra:
+            yield i + 1, None, f"line {i + 1}: header says {natoms} atoms but {natoms + extra} atom lines follow"
+            i += 2 + natoms + extra
+            continue
         yield i + 1, lines[i : i + 2 + natoms], ""
         i += 2 + natoms
+
+
+def _fields(line: bytes) -> int:
+    return len(line.split())
+
+
+def _cut_mid_line(body: list[bytes]) -> bool:
+    """A last atom line without its newline and short of fields: the file was cut inside it."""
+    return len(body) > 1 and not body[-1].endswith(b"\n") and _fields(body[-1]) < _fields(body[0])
+
+
+def _extra_atom_lines(lines: list[bytes], start: int, body: list[bytes]) -> int:
+    """How many atom lines follow a frame's last one: its header promised too few atoms.
+
+    Atom lines of a frame all have one field per property column; stray lines
+    of another width are not atoms, and are reported as a block of their own.
+    """
+    if not body:
+        return 0
+    width, k = _fields(body[0]), start
+    while k < len(lines) and lines[k].strip() and not _is_count(lines[k]) and _fields(lines[k]) == width:
+        k += 1
+    return k - start
 
 
 def _parse_chunk(chunk: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -202,7 +265,7 @@ def _parse_chunk(chunk: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
             f.write(chunk)
         fp = cextxyz.cfopen(name, "r")
         try:
-            _, info, arrays = cextxyz.read_frame_dicts(fp, use_cleri=False)
+            info, arrays = _read_frame(fp, Path(name))
         finally:
             cextxyz.cfclose(fp)
     finally:
@@ -210,22 +273,63 @@ def _parse_chunk(chunk: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return info, arrays
 
 
+_ATOM_LINE = re.compile(r" on atom line (\d+)")
+_BAD_FIELD = re.compile(r"invalid field '([^']*)' for property '([^']*)'")
+_PROPERTY_NAMES = {"pos": "positions"}
+
+
+def _is_non_finite(token: str) -> bool:
+    try:
+        return not math.isfinite(float(token))
+    except ValueError:
+        return False
+
+
+def _parser_error(message: str, line_no: int) -> str:
+    """The C parser's message on the frame at ``line_no``, with the file line it means.
+
+    The parser numbers atom lines from 0 within the frame.  A NaN or inf it will
+    not parse (ASE writes them) is reported as normalisation reports non-finite labels.
+    """
+    msg = message.removeprefix("ERROR: ").strip()
+    m = _ATOM_LINE.search(msg)
+    if m is None:
+        return f"line {line_no}: {msg}"
+    atom = int(m.group(1))
+    msg = msg[: m.start()] + msg[m.end():]
+    bad = _BAD_FIELD.fullmatch(msg)
+    if bad and _is_non_finite(bad.group(1)):
+        msg = f"non-finite {_PROPERTY_NAMES.get(bad.group(2), bad.group(2))} (NaN or inf)"
+    return f"line {line_no + 2 + atom}, atom {atom + 1}: {msg}"
+
+
+def _not_utf8(chunk: bytes, line_no: int, e: UnicodeDecodeError) -> str:
+    line = line_no + chunk.count(b"\n", 0, e.start)
+    column = e.start - chunk.rfind(b"\n", 0, e.start)
+    return f"line {line}: not UTF-8 text: byte {chunk[e.start]:#04x} at column {column} ({e.reason})"
+
+
 def _recover_extxyz(path: Path, skip: int) -> Iterator[Item]:
     """The slow path for damaged files: parse frame by frame, report each bad one."""
     data = path.read_bytes()
+    if skip == 0 and not any(_is_count(line) for line in data.splitlines()):
+        # nothing in it looks like a frame: one error for the file, not a frame 0 that never was
+        first = data.lstrip().split(b"\n", 1)[0][:60].decode("utf-8", "replace").strip()
+        raise ReaderError(f"not an (ext)xyz file: no line holds an atom count; it starts with {first!r}")
     for index, (line_no, lines, reason) in enumerate(_split_frames(data)):
         if index < skip:
             continue
         if lines is None:
             yield FrameError(index, reason)
             continue
+        chunk = b"".join(lines)
         try:
-            info, arrays = _parse_chunk(b"".join(lines))
+            info, arrays = _parse_chunk(chunk)
         except UnicodeDecodeError as e:
-            yield FrameError(index, f"line {line_no}: not UTF-8 text ({e.reason} at byte {e.start} of the frame)")
+            yield FrameError(index, _not_utf8(chunk, line_no, e))
             continue
         except Exception as e:  # the parser's own message is the useful part
-            yield FrameError(index, f"line {line_no}: {str(e).removeprefix('ERROR: ')}")
+            yield FrameError(index, _parser_error(str(e), line_no))
             continue
         yield _extxyz_frame(index, info, arrays)
 
@@ -322,7 +426,7 @@ def _records(path: Path) -> Iterator[tuple[int, Any] | FrameError]:
             if head[:1] == b"{" and b"\n{" in path.read_bytes():
                 yield from _json_lines(path)
                 return
-            raise ReaderError(f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+            raise ReaderError(_json_error(e, "file")) from None
         if isinstance(doc, dict):
             for key in ("frames", "configurations", "data", "structures"):
                 if isinstance(doc.get(key), list):
@@ -337,6 +441,14 @@ def _records(path: Path) -> Iterator[tuple[int, Any] | FrameError]:
     yield from _json_lines(path)
 
 
+def _json_error(e: json.JSONDecodeError, text: str) -> str:
+    """Where the JSON of a ``text`` ("file", "line") broke; at its very end it was cut short."""
+    if e.pos >= len(e.doc.rstrip()):  # rstrip: a JSON line's newline is not where it broke
+        return f"not valid JSON: {e.msg} at the end of the {text} (cut short?)"
+    where = f"line {e.lineno} column {e.colno}" if e.lineno > 1 else f"column {e.colno}"
+    return f"not valid JSON: {e.msg} at {where}"
+
+
 def _json_lines(path: Path) -> Iterator[tuple[int, Any] | FrameError]:
     index = 0
     with open(path, "rb") as f:
@@ -348,7 +460,7 @@ def _json_lines(path: Path) -> Iterator[tuple[int, Any] | FrameError]:
             except UnicodeDecodeError as e:
                 yield FrameError(index, f"line {line_no}: not UTF-8 text ({e.reason} at byte {e.start})")
             except json.JSONDecodeError as e:
-                yield FrameError(index, f"line {line_no}: not valid JSON: {e.msg} at column {e.colno}")
+                yield FrameError(index, f"line {line_no}: {_json_error(e, 'line')}")
             index += 1
 
 
@@ -391,8 +503,26 @@ def read_ase(path: Path, format: str | None = None) -> Iterator[Item]:
             index += 1
     except Exception as e:  # ASE's readers raise anything; say where it stopped
         if index == 0:
-            raise ReaderError(f"ASE cannot read it: {e.__class__.__name__}: {e}") from None
-        yield FrameError(index, f"ASE stopped reading here: {e.__class__.__name__}: {e}")
+            raise ReaderError(f"ASE cannot read it as {_ase_format(path, format)!r}: {_describe(e)}") from None
+        yield FrameError(index, f"ASE stopped reading here: {_describe(e)}")
+
+
+def _ase_format(path: Path, format: str | None) -> str:
+    """The format ASE took the file for: a wrong guess from the name is often the whole story."""
+    if format:
+        return format
+    from ase.io.formats import filetype
+
+    try:
+        return filetype(str(path))
+    except Exception:
+        return "unknown"
+
+
+def _describe(e: Exception) -> str:
+    # some ASE readers fail on bad input with a bare assert: then the class name is all there is
+    text = str(e).strip()
+    return f"{e.__class__.__name__}: {text}" if text else e.__class__.__name__
 
 
 # ---------------------------------------------------------------- dispatch
@@ -426,3 +556,26 @@ def read_frames(path: Path, format: str | None = None) -> Iterator[Item]:
             return read_ase(path)
         return READERS[fmt](path)
     return read_ase(path, format=fmt)
+
+
+def read_extxyz_range(path: Path, offset: int, start_index: int, nframes: int) -> Iterator[RawFrame]:
+    """``nframes`` frames from byte ``offset`` (where a frame starts), numbered from ``start_index``.
+
+    For worker processes over chunks of a large file: it stops at the first frame
+    it cannot parse, and the caller falls back to :func:`read_extxyz`.
+    """
+    from extxyz import cextxyz
+
+    fp = cextxyz.cfopen(str(path), "r")
+    if not fp:
+        return
+    try:
+        cextxyz.cfseek(fp, offset, 0)
+        for i in range(nframes):
+            try:
+                info, arrays = _read_frame(fp, path)
+            except (EOFError, cextxyz.ExtXYZError, UnicodeDecodeError, ValueError):
+                return
+            yield _extxyz_frame(start_index + i, info, arrays)
+    finally:
+        cextxyz.cfclose(fp)

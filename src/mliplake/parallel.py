@@ -1,0 +1,158 @@
+"""Large extxyz files, parsed and normalised in worker processes, chunk by chunk, in file order.
+
+The C parser holds the GIL, so threads do not help; processes do.  A cheap scan of
+the atom-count lines finds frame boundaries; each worker seeks to its chunk and
+returns canonical rows as Arrow IPC.  Any surprise (a damaged file the scan
+cannot follow, a parser error inside a chunk) sends the whole file back to the
+sequential reader, which knows how to recover frame by frame.
+"""
+from __future__ import annotations
+
+import mmap
+import multiprocessing as mp
+import os
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from .normalise import FileContext, Rejection, normalise_batch
+
+# below this, worker start-up costs more than it saves
+MIN_BYTES = int(os.environ.get("MLIPLAKE_PARALLEL_MIN_BYTES", 16 << 20))
+CHUNK_FRAMES = 4000
+WINDOW = 64 << 20
+
+
+class ScanError(Exception):
+    """The file does not follow the count/comment/atoms structure; read it sequentially."""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    start_index: int
+    offset: int  # byte offset of its first frame
+    nframes: int
+    end: int  # byte offset after its last frame
+
+
+def workers() -> int:
+    env = os.environ.get("MLIPLAKE_WORKERS")
+    return int(env) if env else min(os.cpu_count() or 1, 8)
+
+
+def wanted(path: Path, fmt: str) -> bool:
+    return (fmt == "extxyz" and workers() > 1 and path.stat().st_size >= MIN_BYTES
+            and "fork" in mp.get_all_start_methods())
+
+
+def chunks(path: Path, chunk_frames: int = CHUNK_FRAMES) -> Iterator[Chunk]:
+    """Frame boundaries from the atom-count lines, scanned in windows of the file."""
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        size = len(mm)
+        pending_line = 0  # header lines still to skip (atom lines of the current frame)
+        index, chunk_start, chunk_index = 0, 0, 0
+        line_start = 0
+        base = 0
+        while base < size:
+            end = min(size, base + WINDOW)
+            nl = np.flatnonzero(np.frombuffer(mm[base:end], dtype=np.uint8) == 10) + base
+            starts = np.concatenate([[line_start], nl[:-1] + 1]) if len(nl) else np.array([line_start])
+            ends = nl if len(nl) else np.array([end])
+            if end == size and (not len(nl) or nl[-1] != size - 1):
+                starts = np.concatenate([starts, [nl[-1] + 1]]) if len(nl) else starts
+                ends = np.concatenate([ends, [size]]) if len(nl) else ends
+            k = 0
+            n_lines = len(starts) if end == size else len(nl)
+            while k < n_lines:
+                if pending_line:
+                    skip = min(pending_line, n_lines - k)
+                    pending_line -= skip
+                    k += skip
+                    continue
+                text = bytes(mm[starts[k]:ends[k]]).strip()
+                if not text:
+                    k += 1
+                    continue
+                if not text.isdigit():
+                    raise ScanError(f"expected an atom count at byte {starts[k]}")
+                if index - chunk_index == chunk_frames:
+                    yield Chunk(chunk_index, chunk_start, index - chunk_index, int(starts[k]))
+                    chunk_index, chunk_start = index, int(starts[k])
+                if index == 0:
+                    chunk_start = int(starts[k])
+                index += 1
+                pending_line = int(text) + 1  # the comment line and the atom lines
+                k += 1
+            line_start = int(nl[-1]) + 1 if len(nl) else end
+            base = end
+        if pending_line:
+            raise ScanError("the last frame is truncated")
+        if index > chunk_index:
+            yield Chunk(chunk_index, chunk_start, index - chunk_index, size)
+
+
+def _work(path: str, chunk: Chunk, ctx: FileContext) -> tuple[bytes, list[Rejection], dict[str, int]] | None:
+    from .readers import read_extxyz_range
+
+    usage: dict[str, int] = {}
+    frames = list(read_extxyz_range(Path(path), chunk.offset, chunk.start_index, chunk.nframes))
+    if len(frames) != chunk.nframes:
+        return None
+    table, rejected = normalise_batch(frames, ctx, usage)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes(), rejected, usage
+
+
+def pool() -> ProcessPoolExecutor:
+    """Workers forked from this process: no re-import of the caller's ``__main__`` (which spawn
+    and forkserver need), and they inherit the loaded modules.  The workers only parse and
+    build Arrow arrays, which needs none of the threads a fork leaves behind."""
+    return ProcessPoolExecutor(max_workers=workers(), mp_context=mp.get_context("fork"))
+
+
+def normalise_file(path: Path, ctx: FileContext) -> Iterator[tuple[pa.Table, list[Rejection], dict[str, int], int]]:
+    """(table, rejections, key usage, bytes read) per chunk, in file order; raises ScanError to fall back."""
+    with pool() as ex:
+        yield from _run(ex, path, ctx)
+
+
+def _run(ex: ProcessPoolExecutor, path: Path, ctx: FileContext) -> Iterator[tuple[pa.Table, list[Rejection], dict[str, int], Chunk]]:
+    inflight: list[tuple[Chunk, Future]] = []
+    limit = 2 * workers()  # bounded: memory stays flat whatever the file size
+    it = chunks(path)
+    scan_error: ScanError | None = None
+
+    def fill() -> None:
+        nonlocal scan_error
+        while len(inflight) < limit and scan_error is None:
+            try:
+                c = next(it)
+            except StopIteration:
+                return
+            except ScanError as e:
+                scan_error = e
+                return
+            inflight.append((c, ex.submit(_work, str(path), c, ctx)))
+
+    fill()
+    if scan_error is not None and not inflight:
+        raise scan_error
+    while inflight:
+        c, fut = inflight.pop(0)
+        result = fut.result()
+        fill()
+        if result is None:
+            for _, f in inflight:
+                f.cancel()
+            raise ScanError(f"a chunk from frame {c.start_index} did not parse")
+        data, rejected, usage = result
+        table = pa.ipc.open_stream(data).read_all()
+        yield table, rejected, usage, c
+    if scan_error is not None:
+        raise scan_error
