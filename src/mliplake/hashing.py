@@ -68,15 +68,14 @@ def structure_hashes(
     qcell = quantise(cells, LENGTH_Q).reshape(-1, 9)
     nums = numbers.astype("<u1")
     pbc_bytes = pbcs.astype("<u1")
+    sha = hashlib.sha256
     out = []
     for i in range(len(offsets) - 1):
         a, b = offsets[i], offsets[i + 1]
-        h = hashlib.sha256(_S_HEAD)
-        h.update(b"numbers=" + int(b - a).to_bytes(4, "little") + nums[a:b].tobytes())
-        h.update(b"positions=" + qpos[a:b].tobytes())
-        h.update(b"cell=" + qcell[i].tobytes())
-        h.update(b"pbc=" + pbc_bytes[i].tobytes())
-        out.append(h.hexdigest()[:ID_HEX])
+        stream = b"".join((_S_HEAD, b"numbers=", int(b - a).to_bytes(4, "little"), nums[a:b].tobytes(),
+                           b"positions=", qpos[a:b].tobytes(), b"cell=", qcell[i].tobytes(),
+                           b"pbc=", pbc_bytes[i].tobytes()))
+        out.append(sha(stream).hexdigest()[:ID_HEX])
     return out
 
 
@@ -107,9 +106,5 @@ def label_fields(name: str, values: np.ndarray, offsets: np.ndarray, present: np
 
 
 def config_id(structure_hash: str, label_fields: list[bytes], method: bytes) -> str:
-    h = hashlib.sha256(_C_HEAD)
-    h.update(b"structure=" + structure_hash.encode())
-    for f in label_fields:
-        h.update(f)
-    h.update(b"method=" + method)
-    return h.hexdigest()[:ID_HEX]
+    stream = b"".join((_C_HEAD, b"structure=", structure_hash.encode(), *label_fields, b"method=", method))
+    return hashlib.sha256(stream).hexdigest()[:ID_HEX]

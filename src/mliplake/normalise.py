@@ -133,8 +133,11 @@ def _finite_only(o: Any) -> Any:
     return o
 
 
+_encode = json.JSONEncoder(default=_np_default).encode  # one encoder: json.dumps(default=) builds one per call
+
+
 def _dumps(d: dict[str, Any]) -> str:
-    s = json.dumps(d, default=_np_default)
+    s = _encode(d)
     if "NaN" in s or "Infinity" in s:
         # JSON has no NaN/inf: such values are stored as null so DuckDB can read the column.
         s = json.dumps(_finite_only(json.loads(s)))
@@ -191,6 +194,10 @@ def _species(frame: RawFrame) -> np.ndarray:
 
 def _numbers(species: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Flat atomic numbers of a batch, and per atom whether the symbol was unknown."""
+    if all(s.dtype.kind == "U" for s in species):  # the common case: symbols throughout
+        flat = np.concatenate(species)
+        idx = np.minimum(np.searchsorted(_SORTED_SYMBOLS, flat), len(_SORTED_SYMBOLS) - 1)
+        return _SORTED_Z[idx], _SORTED_SYMBOLS[idx] != flat
     out = np.empty(sum(len(s) for s in species), dtype=np.uint8)
     unknown = np.zeros(len(out), bool)
     syms = [(i, s) for i, s in enumerate(species) if s.dtype.kind == "U"]
@@ -209,6 +216,8 @@ def _numbers(species: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _label_value(name: str, value: Any, n: int, convention: str) -> np.ndarray | float:
+    if name == "energy" and type(value) is float:  # the common case, without numpy
+        return value
     try:
         arr = np.asarray(value, dtype=float)
     except (TypeError, ValueError):
@@ -369,7 +378,10 @@ def _columns(b: _Batch, ctx: FileContext) -> tuple[pa.Table | None, dict[int, st
     mats = {}
     for name in ("stress", "virial"):
         present = np.array([v is not None for v in b.labels[name]])
-        mats[name] = (np.stack([np.full(9, np.nan) if v is None else v for v in b.labels[name]]), present)
+        vals = np.full((len(present), 9), np.nan)
+        if present.any():
+            vals[present] = np.stack([v for v in b.labels[name] if v is not None])
+        mats[name] = (vals, present)
 
     # ---- validation, vectorised; reasons are per frame
     reasons: dict[int, str] = {}
@@ -442,10 +454,10 @@ def _columns(b: _Batch, ctx: FileContext) -> tuple[pa.Table | None, dict[int, st
         hashing.label_fields("forces", forces, f_off, ~f_null),
         hashing.label_fields("stress", stress, np.arange(len(nsites) + 1), has_stress),
         hashing.label_fields("virial", virial, np.arange(len(nsites) + 1), has_virial),
-        *([hashing.label_field(k, x) for x in v] for k, v in other.items()),
+        *([hashing.label_field(k, x) for x in v] if any(x is not None for x in v)
+          else [hashing.label_field(k, None)] * len(v) for k, v in other.items()),
     ]
-    config_ids = [hashing.config_id(sh, [f[i] for f in fields], ctx.method_bytes)
-                  for i, sh in enumerate(struct_hashes)]
+    config_ids = [hashing.config_id(sh, fs, ctx.method_bytes) for sh, *fs in zip(struct_hashes, *fields)]
 
     n = len(nsites)
     comp_col = lambda key: [c[key] for c in comps]  # noqa: E731
@@ -455,7 +467,9 @@ def _columns(b: _Batch, ctx: FileContext) -> tuple[pa.Table | None, dict[int, st
         extra[name] = _list_array(vals, offs, mask=null if null.any() else None)
     dip = other["dipole"]
     dip_null = np.array([v is None for v in dip])
-    dip_vals = np.stack([np.zeros(3) if v is None else v for v in dip])
+    dip_vals = np.zeros((n, 3))
+    if not dip_null.all():
+        dip_vals[~dip_null] = np.stack([v for v in dip if v is not None])
     columns = {
         "config_id": pa.array(config_ids, pa.string()),
         "structure_hash": pa.array(struct_hashes, pa.string()),

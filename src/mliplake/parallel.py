@@ -50,46 +50,44 @@ def wanted(path: Path, fmt: str) -> bool:
 
 
 def chunks(path: Path, chunk_frames: int = CHUNK_FRAMES) -> Iterator[Chunk]:
-    """Frame boundaries from the atom-count lines, scanned in windows of the file."""
+    """Frame boundaries from the atom-count lines, scanned window by window.
+
+    Only short lines can be counts (atom lines carry a symbol and three numbers),
+    so only those are decoded; the walk from count to count is one step per frame.
+    """
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         size = len(mm)
-        pending_line = 0  # header lines still to skip (atom lines of the current frame)
-        index, chunk_start, chunk_index = 0, 0, 0
-        line_start = 0
-        base = 0
+        skip = 0  # lines still to skip before the next count line
+        index = chunk_index = chunk_start = 0
+        line_start = base = 0
         while base < size:
             end = min(size, base + WINDOW)
-            nl = np.flatnonzero(np.frombuffer(mm[base:end], dtype=np.uint8) == 10) + base
-            starts = np.concatenate([[line_start], nl[:-1] + 1]) if len(nl) else np.array([line_start])
-            ends = nl if len(nl) else np.array([end])
+            window = mm[base:end]
+            nl = np.flatnonzero(np.frombuffer(window, dtype=np.uint8) == 10) + base
             if end == size and (not len(nl) or nl[-1] != size - 1):
-                starts = np.concatenate([starts, [nl[-1] + 1]]) if len(nl) else starts
-                ends = np.concatenate([ends, [size]]) if len(nl) else ends
-            k = 0
-            n_lines = len(starts) if end == size else len(nl)
+                nl = np.append(nl, size)  # a last line without its newline
+            starts = np.concatenate([[line_start], nl[:-1] + 1])
+            short = np.flatnonzero(nl - starts <= 24)
+            values = {int(k): bytes(mm[starts[k]:nl[k]]).strip() for k in short}
+            k, n_lines = skip, len(nl)
             while k < n_lines:
-                if pending_line:
-                    skip = min(pending_line, n_lines - k)
-                    pending_line -= skip
-                    k += skip
-                    continue
-                text = bytes(mm[starts[k]:ends[k]]).strip()
-                if not text:
-                    k += 1
-                    continue
-                if not text.isdigit():
+                text = values.get(k)
+                if text is None or not text.isdigit():
+                    if text == b"":
+                        k += 1  # blank lines between frames
+                        continue
                     raise ScanError(f"expected an atom count at byte {starts[k]}")
                 if index - chunk_index == chunk_frames:
                     yield Chunk(chunk_index, chunk_start, index - chunk_index, int(starts[k]))
                     chunk_index, chunk_start = index, int(starts[k])
-                if index == 0:
+                elif index == 0:
                     chunk_start = int(starts[k])
                 index += 1
-                pending_line = int(text) + 1  # the comment line and the atom lines
-                k += 1
+                k += int(text) + 2
+            skip = k - n_lines
             line_start = int(nl[-1]) + 1 if len(nl) else end
             base = end
-        if pending_line:
+        if skip > 0:
             raise ScanError("the last frame is truncated")
         if index > chunk_index:
             yield Chunk(chunk_index, chunk_start, index - chunk_index, size)
