@@ -223,6 +223,65 @@ class Lake:
         for batch in self.dataset("configurations", dataset).to_batches(filter=filter, batch_size=4096):
             yield from table_to_atoms(pa.Table.from_batches([batch]), original_keys=original_keys)
 
+    # ---------------------------------------------------------------- DuckDB
+
+    def _records_signature(self) -> tuple:
+        d = self.path("tables", "deposits")
+        if not self.fs.exists(d):
+            return ()
+        self.fs.invalidate_cache(d)
+        return tuple(sorted((e["name"], e.get("size"), str(e.get("mtime") or e.get("LastModified") or e.get("ETag")))
+                            for e in self.fs.ls(d, detail=True)))
+
+    def connection(self) -> Any:
+        """A DuckDB connection with the lake's views, rebuilt when deposits change."""
+        from .query import connect
+
+        sig = self._records_signature()
+        if getattr(self, "_con_sig", None) != sig:
+            if getattr(self, "_con", None) is not None:
+                self._con.close()
+            self._con = connect(self)
+            self._con_sig = sig
+        return self._con
+
+    def extra_views(self) -> list[str]:
+        """SQL for views that later parts of the lake add (catalogue, training sets, models)."""
+        return []
+
+    def sql(self, query: str, untrusted: bool = False, **limits: Any) -> Any:
+        """Run SQL over the views (configurations, datasets, deposits, quarantine, keys).
+
+        Trusted: a DuckDB relation.  ``untrusted=True``: an Arrow table, from one sandboxed,
+        time- and row-limited SELECT (what the API accepts).
+        """
+        from .query import SQLError, run_sql
+
+        if untrusted:
+            return run_sql(self, query, untrusted=True, **limits)
+        import duckdb
+
+        try:
+            return self.connection().sql(query)
+        except duckdb.Error as e:
+            raise SQLError(f"SQL: {e}") from None
+
+    def search(self, filter: str | None = None, columns: list[str] | None = None, limit: int | None = None,
+               order: str | None = None) -> pa.Table:
+        """Configurations matching a filter (the OPTIMADE-based language of docs/query.md)."""
+        from .query import search
+
+        return search(self, filter, columns, limit, order)
+
+    def count(self, filter: str | None = None) -> int:
+        from .query import count
+
+        return count(self, filter)
+
+    def keys(self) -> pa.Table:
+        """Every key: labels, derived columns, user info and per-atom keys, with counts and datasets."""
+        return self.sql("SELECT * FROM keys ORDER BY category, key").to_arrow_table()
+
     def raw_files(self, deposit_id: str) -> list[str]:
         return sorted(self.fs.glob(self.raw_dir(deposit_id) + "/files/*"))
 
