@@ -100,6 +100,129 @@ def quarantine(ctx: click.Context, deposit_id: str) -> None:
     click.echo(table(rows, ["source_file", "frame_index", "detail"]))
 
 
+def _fail_on_user_error(fn):  # noqa: ANN001, ANN202
+    """Errors in what the user typed (filters, SQL) print as one clear line, never a traceback."""
+    import functools
+
+    from .filters import FilterError
+    from .query import SQLError
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        try:
+            return fn(*args, **kwargs)
+        except (FilterError, SQLError) as e:
+            raise click.ClickException(str(e)) from None
+
+    return wrapper
+
+
+def _emit(tab: Any, fmt: str, out: Path | None) -> None:
+    """A table as text, CSV, JSON or Parquet, to stdout or a file."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if fmt == "parquet":
+        if out is None:
+            raise click.ClickException("--format parquet needs --out FILE")
+        pq.write_table(tab, out)
+        click.echo(f"{tab.num_rows} rows -> {out}", err=True)
+        return
+    if fmt == "csv":
+        import io
+
+        buf = io.BytesIO()
+        pacsv.write_csv(tab, buf)
+        text = buf.getvalue().decode()
+    elif fmt == "json":
+        text = json.dumps(tab.to_pylist(), indent=1, default=str) + "\n"
+    else:
+        text = table(tab.to_pylist(), tab.column_names) + "\n"
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        Path(out).write_text(text)
+
+
+@main.command()
+@click.argument("query")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table")
+@click.option("--out", type=click.Path(path_type=Path), help="Write to a file instead of the terminal.")
+@click.option("--untrusted", is_flag=True, help="Run sandboxed: one SELECT, lake files only, time and row limits.")
+@click.pass_context
+@_fail_on_user_error
+def sql(ctx: click.Context, query: str, fmt: str, out: Path | None, untrusted: bool) -> None:
+    """Run SQL over the views: configurations, datasets, deposits, quarantine, keys."""
+    lake = _lake(ctx)
+    tab = lake.sql(query, untrusted=True) if untrusted else lake.sql(query).to_arrow_table()
+    _emit(tab, fmt, out)
+
+
+@main.command()
+@click.argument("filter", required=False, default="")
+@click.option("--limit", default=20, show_default=True, help="Rows to show.")
+@click.option("--columns", help="Comma-separated columns to show.")
+@click.option("--json", "as_json", is_flag=True, help="Rows as JSON.")
+@click.option("--count", "only_count", is_flag=True, help="Print only the number of matching configurations.")
+@click.pass_context
+@_fail_on_user_error
+def search(ctx: click.Context, filter: str, limit: int, columns: str | None, as_json: bool, only_count: bool) -> None:
+    """Configurations matching a filter (OPTIMADE filter language, see docs/query.md)."""
+    lake = _lake(ctx)
+    n = lake.count(filter)
+    if only_count:
+        click.echo(n)
+        return
+    cols = [c.strip() for c in columns.split(",")] if columns else None
+    tab = lake.search(filter, columns=cols, limit=limit)
+    if as_json:
+        click.echo(json.dumps({"count": n, "rows": tab.to_pylist()}, indent=1, default=str))
+        return
+    click.echo(f"{n} configurations" + (f" (first {tab.num_rows})" if n > tab.num_rows else ""))
+    click.echo(table(tab.to_pylist(), tab.column_names))
+
+
+@main.command()
+@click.pass_context
+@_fail_on_user_error
+def keys(ctx: click.Context) -> None:
+    """Every key in the lake: category, dtype, unit, how many configurations carry it, in which datasets."""
+    click.echo(table(_lake(ctx).keys().to_pylist()))
+
+
+@main.command()
+@click.option("--filter", "-f", "filter_", default="", help="Summarise only matching configurations.")
+@click.option("--key", "-k", "keys_", multiple=True, help="A field or info.<key> (repeat); default: the usual ones.")
+@click.option("--plot", type=click.Path(path_type=Path), help="Histograms to a .png or .html file.")
+@click.option("--bins", default=20, show_default=True)
+@click.pass_context
+@_fail_on_user_error
+def summary(ctx: click.Context, filter_: str, keys_: tuple[str, ...], plot: Path | None, bins: int) -> None:
+    """Counts, statistics, value counts, element counts and histograms, computed inside DuckDB."""
+    from . import stats
+
+    s = stats.summarise(_lake(ctx), filter_, list(keys_) or None, bins=bins)
+    click.echo(stats.text(s), nl=False)
+    if plot:
+        stats.plot(s, str(plot))
+        click.echo(f"plot -> {plot}")
+
+
+@main.command()
+@click.option("--filter", "-f", "filter_", default="", help="Export only matching configurations.")
+@click.option("--format", "fmt", type=click.Choice(["extxyz", "parquet"]), default="extxyz", show_default=True)
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path))
+@click.option("--original-keys", is_flag=True, help="Labels under the deposits' own key names, not MACE's REF_*.")
+@click.pass_context
+@_fail_on_user_error
+def export(ctx: click.Context, filter_: str, fmt: str, out: Path, original_keys: bool) -> None:
+    """Write matching configurations to extxyz (MACE-ready) or Parquet, streaming, with a manifest beside."""
+    from .export import export as run
+
+    n = run(_lake(ctx), filter_, out, format=fmt, original_keys=original_keys, progress=None)
+    click.echo(f"{n} configurations -> {out} (manifest: {out}.manifest.yaml)")
+
+
 SAMPLES = ("3bpa", "rmd17", "mlearn")
 
 

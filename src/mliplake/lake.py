@@ -278,6 +278,19 @@ class Lake:
 
         return count(self, filter)
 
+    def export(self, filter: str | None, out: str, format: str = "extxyz", original_keys: bool = False,
+               progress: bool | None = False) -> int:
+        """Write matching configurations to extxyz (MACE-ready REF_* keys) or Parquet; returns the count."""
+        from .export import export
+
+        return export(self, filter, out, format=format, original_keys=original_keys, progress=progress)
+
+    def summary(self, filter: str | None = None, keys: list[str] | None = None) -> Any:
+        """Counts, statistics, value counts, element counts, histograms (a :class:`mliplake.stats.Summary`)."""
+        from .stats import summarise
+
+        return summarise(self, filter, keys)
+
     def keys(self) -> pa.Table:
         """Every key: labels, derived columns, user info and per-atom keys, with counts and datasets."""
         return self.sql("SELECT * FROM keys ORDER BY category, key").to_arrow_table()

@@ -1,0 +1,173 @@
+"""Export a filtered subset, streaming: Parquet (canonical rows) or extxyz (MACE-ready or original keys)."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import filters
+from .schema import CONFIGURATIONS, PARQUET_OPTIONS
+from .sql import where
+
+if TYPE_CHECKING:
+    from .lake import Lake
+
+BATCH_ROWS = 2048
+#: MACE's default reference keys: plain energy/forces are renamed by MACE with a warning.
+MACE_KEYS = {"energy": "REF_energy", "forces": "REF_forces", "stress": "REF_stress", "virial": "REF_virial",
+             "dipole": "REF_dipole", "charges": "REF_charges"}
+
+
+def batches(lake: Lake, filter: str | None, order: str = "dataset, source_file, frame_index") -> Iterator[pa.Table]:
+    """Canonical rows matching a filter, batch by batch (never the whole result in memory)."""
+    clause, params = where(filters.parse(filter))
+    cols = ", ".join(f'"{f.name}"' for f in CONFIGURATIONS)
+    rel = lake.connection().sql(f"SELECT {cols} FROM configurations WHERE {clause} ORDER BY {order}", params=params)
+    reader = rel.to_arrow_reader(BATCH_ROWS)
+    for batch in reader:
+        yield pa.Table.from_batches([batch]).cast(CONFIGURATIONS)
+
+
+_PER_ATOM = ("forces", "charges", "magmoms")
+
+
+def _info_value(v: Any) -> Any:
+    # extxyz holds scalars, strings and flat arrays; anything else travels as `_JSON`, as ASE writes it
+    if isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, list) and v and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        return np.array(v)
+    return "_JSON " + json.dumps(v)
+
+
+def _voigt(m: np.ndarray) -> np.ndarray:
+    return m[[0, 4, 8, 5, 2, 1]]  # xx yy zz yz xz xy from a row-major 3x3
+
+
+def frames(table: pa.Table, original_keys: bool = False) -> Iterator[Any]:
+    """extxyz frames of canonical rows: labels under MACE's REF_* keys, or under the deposit's own names."""
+    import extxyz
+
+    from .chemistry import SYMBOLS
+
+    cols = table.to_pydict()
+    for i in range(table.num_rows):
+        numbers = np.asarray(cols["numbers"][i])
+        info = {k: _info_value(v) for k, v in json.loads(cols["info"][i] or "{}").items()}
+        arrays: dict[str, np.ndarray] = {"species": SYMBOLS[numbers], "pos": np.asarray(cols["positions"][i], float)}
+        for k, v in json.loads(cols["arrays"][i] or "{}").items():
+            arrays[k] = np.asarray(v)
+        names = dict(MACE_KEYS)
+        if original_keys:
+            names = {canon: orig for orig, canon in json.loads(cols["provenance"][i]).get("keys", {}).items()}
+        for label in ("energy", "forces", "stress", "virial", "charges", "magmoms", "dipole"):
+            value = cols[label][i]
+            if value is None:
+                continue
+            key = names.get(label, label)
+            if label in _PER_ATOM:
+                arrays[key] = np.asarray(value, float)
+            elif label in ("stress", "virial"):
+                m = np.asarray(value, float)
+                info[key] = _voigt(m) if not original_keys else m
+            else:
+                info[key] = np.asarray(value, float) if np.ndim(value) else value
+        cell = np.asarray(cols["cell"][i], float).reshape(3, 3)
+        yield extxyz.Frame(natoms=len(numbers), cell=cell.T, pbc=np.asarray(cols["pbc"][i]), info=info,
+                           arrays=arrays)
+
+
+def mace_ready(atoms: Any) -> Any:
+    """An ``Atoms`` with its labels as MACE's REF_* keys (stress in Voigt order, ASE sign), no calculator."""
+    if atoms.calc is not None:
+        for name, value in atoms.calc.results.items():
+            key = MACE_KEYS.get(name, name)
+            if name in _PER_ATOM:
+                atoms.new_array(key, np.asarray(value))
+            else:
+                atoms.info[key] = np.asarray(value) if np.ndim(value) else value
+        atoms.calc = None
+    return atoms
+
+
+def write_manifest(lake: Lake, filter: str | None, out: Path, format: str) -> Path:
+    """``<out>.manifest.yaml``: where the subset came from; depositing it again with this manifest
+    gives the same config_ids (they include the method, which extxyz does not carry)."""
+    import yaml
+
+    clause, params = where(filters.parse(filter))
+    rows = lake.connection().sql(
+        f"SELECT dataset, any_value(method) AS method, count(*) AS n FROM configurations WHERE {clause} "
+        "GROUP BY dataset ORDER BY dataset", params=params).fetchall()
+    methods = {m for _, m, _ in rows}
+    licences = {d["dataset"]: d.get("license", "") for d in lake.datasets()}
+    manifest = {
+        "dataset": rows[0][0] if len(rows) == 1 else "export",
+        "description": f"Exported from {lake.url} with filter: {filter or '(everything)'}",
+        "license": " AND ".join(sorted({licences.get(d, "") for d, _, _ in rows} - {""})),
+        "units": {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"},
+        "sampling": {"source_datasets": {d: n for d, _, n in rows}, "filter": filter or ""},
+    }
+    if len(methods) == 1:
+        manifest["method"] = json.loads(methods.pop() or "{}")
+    path = out.with_name(out.name + ".manifest.yaml")
+    path.write_text(yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True))
+    return path
+
+
+FULL_PRECISION = {"R": "%.17g"}  # every float written round-trips exactly
+
+
+def write_extxyz(path: Path, items: Iterator[Any], bar: Any = None) -> int:
+    import extxyz
+    from extxyz.grammar import Properties
+
+    fmt = dict(Properties.default_format_dict, **FULL_PRECISION)
+    n = 0
+    with open(path, "w") as f:
+        for frame in items:
+            extxyz.write_dicts(f, frame, format_dict=fmt, use_cextxyz=False)
+            n += 1
+            if bar is not None:
+                bar.update(1)
+    return n
+
+
+def export(lake: Lake, filter: str | None, out: str | Path, format: str = "extxyz", original_keys: bool = False,
+           progress: bool | None = None) -> int:
+    """Write the matching configurations to ``out``; returns how many were written."""
+    total = lake.count(filter)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    bar = None
+    if progress is not False:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="cfg", desc=f"export {out.name}", disable=None if progress is None else not progress)
+    written = 0
+    tmp = out.with_name(f".{out.name}.partial")
+    try:
+        if format == "parquet":
+            with pq.ParquetWriter(tmp, CONFIGURATIONS, **PARQUET_OPTIONS) as w:
+                for t in batches(lake, filter):
+                    w.write_table(t)
+                    written += t.num_rows
+                    bar and bar.update(t.num_rows)
+        elif format == "extxyz":
+            write_extxyz(tmp, (f for t in batches(lake, filter) for f in frames(t, original_keys)), bar)
+            written = total
+        else:
+            raise ValueError(f"unknown export format {format!r}: extxyz or parquet")
+        tmp.replace(out)
+        write_manifest(lake, filter, out, format)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+        if bar is not None:
+            bar.close()
+    return written
