@@ -159,7 +159,7 @@ def search(lake: Lake, filter: str | None, columns: list[str] | None = None, lim
     clause, params = where(node)
     cols = columns or DEFAULT_COLUMNS
     known = set(lake.connection().sql("SELECT * FROM configurations LIMIT 0").columns)
-    bad = [c for c in cols if c not in known]
+    bad = [c for c in [*cols, *([order] if order else [])] if c not in known]
     if bad:
         raise filters.FilterError(f"unknown column(s) {', '.join(bad)}; columns: {', '.join(sorted(known))}")
     sql = f"SELECT {', '.join(_ident(c) for c in cols)} FROM configurations WHERE {clause}"

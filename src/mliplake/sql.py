@@ -94,8 +94,10 @@ class Compiler:
 
     def has(self, node: Has) -> str:
         f = node.field
-        if f.kind == "elements":
+        if f.kind == "elements" and node.op == "=":
             return self.has_elements(node.mode, [str(v) for v in node.values])
+        if f.kind == "elements":  # HAS < "N": symbols compared as strings
+            return f"(len(list_filter(elements, lambda x: x {SQL_OP[node.op]} {self.p(str(node.values[0]))})) > 0)"
         if f.spec:
             lst = f.spec.column
             cast = "DOUBLE"
@@ -131,5 +133,10 @@ class Compiler:
 
 def where(node: Node) -> tuple[str, list]:
     """``(sql, params)`` for a WHERE clause over the ``configurations`` view."""
+    from .filters import FilterError
+
     c = Compiler()
-    return c.compile(node), c.params
+    try:
+        return c.compile(node), c.params
+    except RecursionError:
+        raise FilterError("filter: nested too deeply") from None
