@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,7 +22,7 @@ import pyarrow.parquet as pq
 
 from . import __version__, parallel
 from .lake import SHARD_ROWS, Lake
-from .manifest import Manifest, ManifestError, load_manifest, parse_manifest
+from .manifest import Manifest, ManifestError, load_manifest, manifest_from_bytes, parse_manifest
 from .normalise import FileContext, Rejection, normalise_batch
 from .readers import FrameError, RawFrame, ReaderError, detect_format, read_frames
 from .schema import CONFIGURATIONS, HASH_VERSION, LABELS, PARQUET_OPTIONS, QUARANTINE
@@ -85,14 +88,6 @@ class DepositReport:
             lines.append(f"  error: {self.error}")
         lines.append(f"  {self.seconds:.2f} s, {self.bytes_written / 1e6:.2f} MB written")
         return "\n".join(lines)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _expand(paths: list[Path]) -> tuple[list[Path], Path | None]:
@@ -214,19 +209,62 @@ class _ShardWriter:
             self.bytes += self.lake.fs.size(self.paths[-1])
 
 
-def _store_raw(lake: Lake, deposit_id: str, files: list[Path], digests: list[str],
-               manifest_path: Path | None) -> None:
+@dataclass
+class Source:
+    """A file to deposit: on this machine, or already in the lake (the inbox)."""
+
+    name: str
+    fs: Any
+    path: str
+    size: int = 0
+    sha256: str = ""
+
+    def open(self) -> Any:
+        return self.fs.open(self.path, "rb")
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        with self.open() as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+        self.sha256 = h.hexdigest()
+        return self.sha256
+
+
+@dataclass
+class Staged:
+    """A deposit whose originals are in the raw zone, ready to ingest."""
+
+    deposit_id: str
+    manifest: Manifest
+    files: list[FileReport]
+
+
+def _store_raw(lake: Lake, deposit_id: str, sources: list[Source], manifest: Source | None,
+               move: bool = False) -> None:
     raw = lake.raw_dir(deposit_id)
-    for p, digest in zip(files, digests):
-        dest = f"{raw}/files/{p.name}"
-        if lake.fs.exists(dest) and lake.fs.size(dest) == p.stat().st_size:
-            continue  # content-addressed deposit: same name, same bytes
-        lake.put_file(p, dest)
-    sums = "".join(f"{d}  {p.name}\n" for p, d in zip(files, digests))
-    if manifest_path is not None and manifest_path.exists():
-        lake.put_file(manifest_path, f"{raw}/{manifest_path.name}")
-        sums += f"{sha256_file(manifest_path)}  {manifest_path.name}\n"
+    for src in sources:
+        dest = f"{raw}/files/{src.name}"
+        if not (lake.fs.exists(dest) and lake.fs.size(dest) == src.size):  # same name, same bytes: kept
+            _copy(lake, src, dest, move)
+    sums = "".join(f"{s.sha256}  {s.name}\n" for s in sources)
+    if manifest is not None:
+        sums += f"{manifest.sha256 or manifest.digest()}  {manifest.name}\n"
+        _copy(lake, manifest, f"{raw}/{manifest.name}", move)
     lake.write_bytes(f"{raw}/SHA256SUMS", sums.encode())
+
+
+def _copy(lake: Lake, src: Source, dest: str, move: bool) -> None:
+    if src.fs is lake.fs and (move or not lake.local):  # a rename, or a server-side copy
+        lake.fs.makedirs(dest.rsplit("/", 1)[0], exist_ok=True)
+        if move:
+            lake.fs.mv(src.path, dest)
+        else:
+            lake.fs.copy(src.path, dest)
+        return
+    with src.open() as f, lake.atomic_open(dest) as out:
+        while chunk := f.read(1 << 22):
+            out.write(chunk)
 
 
 def _quarantine_table(dataset: str, deposit_id: str, rows: list[tuple[str, int | None, str]]) -> pa.Table:
@@ -251,29 +289,117 @@ def _short_reason(detail: str) -> str:
 
 def deposit(lake: Lake, paths: list[Path], dataset: str | None = None, manifest: Any = None,
             progress: bool | None = False) -> DepositReport:
+    """Files on this machine (and a manifest) into the lake: stage the originals, then ingest."""
     t0 = time.perf_counter()
+    report = ingest(lake, stage(lake, paths, dataset, manifest), progress)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _local_sources(paths: list[Path]) -> tuple[list[Source], Path | None]:
     files, found = _expand(paths)
-    manifest_path = Path(manifest) if isinstance(manifest, (str, Path)) else found
     missing = [str(p) for p in files if not p.is_file()]
     if missing:
         raise DepositError(f"no such file: {', '.join(missing)}")
     if not files:
         raise DepositError("nothing to deposit: no data files given")
-    digests = [sha256_file(p) for p in files]
+    local = fsspec.filesystem("file")
+    return [Source(p.name, local, str(p.resolve()), p.stat().st_size) for p in files], found
+
+
+def stage(lake: Lake, paths: list[Path], dataset: str | None = None, manifest: Any = None) -> Staged:
+    """Keep the originals in the raw zone, byte for byte, with their checksums."""
+    sources, found = _local_sources(paths)
+    manifest_path = Path(manifest) if isinstance(manifest, (str, Path)) else found
+    msrc = None
+    if manifest_path is not None and manifest_path.exists():
+        msrc = Source(manifest_path.name, fsspec.filesystem("file"), str(manifest_path.resolve()),
+                      manifest_path.stat().st_size)
     try:
         m = _resolve_manifest(manifest, found, dataset)
     except ManifestError as e:
-        name = dataset or "_rejected"
-        # An id of its own: a rejected attempt must never replace a stored deposit of the same files.
-        dep = deposit_id_for(f"_rejected/{name}", [(p.name, d) for p, d in zip(files, digests)])
-        _store_raw(lake, dep, files, digests, manifest_path)
-        report = DepositReport(dep, name, status="rejected", error=str(e),
-                               files=[FileReport(p.name, d, p.stat().st_size) for p, d in zip(files, digests)])
-        _commit(lake, report, None, [], [], str(e))
-        raise DepositError(f"{e} (deposit {dep} rejected; raw files kept in {lake.uri(lake.raw_dir(dep))})") from None
+        _reject(lake, sources, msrc, dataset, e)
+    return _stage(lake, sources, msrc, m, move=False)
 
-    dep = deposit_id_for(m.dataset, [(p.name, d) for p, d in zip(files, digests)])
-    _store_raw(lake, dep, files, digests, manifest_path)
+
+def stage_inbox(lake: Lake, name: str, dataset: str | None = None) -> Staged:
+    """An inbox folder (``inbox/<name>/``: data files and a manifest) moved into the raw zone."""
+    folder = lake.path("inbox", name)
+    entries = [e for e in lake.fs.find(folder, detail=True).values() if e["type"] == "file"]
+    sources, msrc = [], None
+    for e in sorted(entries, key=lambda e: e["name"]):
+        fname = e["name"].rsplit("/", 1)[1]
+        if fname.startswith("."):
+            continue
+        src = Source(fname, lake.fs, e["name"], int(e.get("size") or 0))
+        if fname in MANIFEST_NAMES:
+            msrc = msrc or src
+        else:
+            sources.append(src)
+    if not sources:
+        raise DepositError(f"inbox/{name}: no data files")
+    try:
+        if msrc is None:
+            if not dataset:
+                raise ManifestError(f"inbox/{name}: no manifest ({' or '.join(MANIFEST_NAMES[:3])})")
+            m = parse_manifest({"dataset": dataset}, dataset=dataset)
+        else:
+            with msrc.open() as f:
+                m = manifest_from_bytes(f.read(), f"inbox/{name}/{msrc.name}", dataset)
+    except ManifestError as e:
+        _reject(lake, sources, msrc, dataset, e)
+    staged = _stage(lake, sources, msrc, m, move=True)
+    if lake.fs.exists(folder):
+        lake.fs.rm(folder, recursive=True)
+    return staged
+
+
+def _reject(lake: Lake, sources: list[Source], msrc: Source | None, dataset: str | None, e: ManifestError) -> None:
+    for s in sources:
+        s.sha256 or s.digest()
+    name = dataset or "_rejected"
+    # An id of its own: a rejected attempt must never replace a stored deposit of the same files.
+    dep = deposit_id_for(f"_rejected/{name}", [(s.name, s.sha256) for s in sources])
+    _store_raw(lake, dep, sources, msrc)
+    report = DepositReport(dep, name, status="rejected", error=str(e),
+                           files=[FileReport(s.name, s.sha256, s.size) for s in sources])
+    _commit(lake, report, None, [], [], str(e))
+    raise DepositError(f"{e} (deposit {dep} rejected; raw files kept in {lake.uri(lake.raw_dir(dep))})") from None
+
+
+def _stage(lake: Lake, sources: list[Source], msrc: Source | None, m: Manifest, move: bool) -> Staged:
+    for s in sources:
+        s.sha256 or s.digest()
+    dep = deposit_id_for(m.dataset, [(s.name, s.sha256) for s in sources])
+    _store_raw(lake, dep, sources, msrc, move=move)
+    return Staged(dep, m, [FileReport(s.name, s.sha256, s.size) for s in sources])
+
+
+@contextmanager
+def _local_raw(lake: Lake, staged: Staged) -> Iterator[list[Path]]:
+    """Paths of the staged originals that the parsers can open (S3: a temporary local copy)."""
+    raw = lake.raw_dir(staged.deposit_id)
+    if lake.local:
+        yield [Path(f"{raw}/files/{f.name}") for f in staged.files]
+        return
+    with tempfile.TemporaryDirectory(prefix="mliplake-") as tmp:
+        paths = []
+        for f in staged.files:
+            local = Path(tmp) / f.name
+            lake.fs.get_file(f"{raw}/files/{f.name}", str(local))
+            paths.append(local)
+        yield paths
+
+
+def ingest(lake: Lake, staged: Staged, progress: bool | None = False) -> DepositReport:
+    """Normalise a staged deposit into shards, quarantine, and commit its record."""
+    with _local_raw(lake, staged) as paths:
+        return _ingest(lake, staged, paths, progress)
+
+
+def _ingest(lake: Lake, staged: Staged, files: list[Path], progress: bool | None) -> DepositReport:
+    t0 = time.perf_counter()
+    m, dep = staged.manifest, staged.deposit_id
     report = DepositReport(dep, m.dataset)
     attempt = f"{int(time.time())}-{uuid.uuid4().hex[:8]}"
     seen = lake.existing_ids(m.dataset, exclude_deposit=dep)
@@ -291,8 +417,8 @@ def deposit(lake: Lake, paths: list[Path], dataset: str | None = None, manifest:
         total = sum(p.stat().st_size for p in files)
         bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"deposit {m.dataset}",
                    disable=None if progress is None else not progress, leave=False)
-    for p, digest in zip(files, digests):
-        fr = FileReport(p.name, digest, p.stat().st_size)
+    for p, staged_file in zip(files, staged.files):
+        fr = FileReport(p.name, staged_file.sha256, p.stat().st_size)
         report.files.append(fr)
         entry = m.file_entry(p.name)
         fmt = (entry.format if entry else None) or detect_format(p)

@@ -196,15 +196,21 @@ def load_manifest(path: str | Path, dataset: str | None = None) -> Manifest:
     """Read a YAML or JSON manifest file (YAML is a superset of JSON)."""
     p = Path(path)
     try:
-        text = p.read_bytes().decode("utf-8")
+        data = p.read_bytes()
     except FileNotFoundError:
         raise ManifestError(f"manifest {p}: file not found") from None
+    return manifest_from_bytes(data, str(p), dataset)
+
+
+def manifest_from_bytes(data: bytes, source: str, dataset: str | None = None) -> Manifest:
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ManifestError(f"manifest {p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise ManifestError(f"manifest {source}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     try:
         raw = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError as e:
-        raise ManifestError(f"manifest {p}: not valid YAML/JSON: {e}") from None
+        raise ManifestError(f"manifest {source}: not valid YAML/JSON: {e}") from None
     if raw is None:
-        raise ManifestError(f"manifest {p}: empty")
-    return parse_manifest(raw, source=str(p), dataset=dataset)
+        raise ManifestError(f"manifest {source}: empty")
+    return parse_manifest(raw, source=source, dataset=dataset)
