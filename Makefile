@@ -4,20 +4,26 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LAKE ?= $(CURDIR)/lake
 
-.PHONY: demo test setup bench clean
+# the main job and the UI share the local Dagster instance and the lake
+RUN_ENV := DAGSTER_HOME=$(CURDIR)/dagster_home MLIPLAKE_LAKE=$${MLIPLAKE_LAKE:-$(LAKE)}
+
+.PHONY: demo test setup bench ui clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[test,bench]"
+	$(BIN)/python -m pip install -q -e ".[test,bench,dagster]"
 	touch $@
 
 setup: $(VENV)/.installed
 
 demo: setup
-	$(BIN)/mliplake --lake $(LAKE) demo
+	$(RUN_ENV) $(BIN)/python -m pipelines.demo
+
+ui: setup
+	$(RUN_ENV) $(BIN)/dagster dev -m pipelines.definitions -h 127.0.0.1 -p 3000
 
 test: setup
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
@@ -27,3 +33,4 @@ bench: setup
 
 clean:
 	rm -rf $(LAKE) $(VENV)
+	find dagster_home -mindepth 1 ! -name dagster.yaml -exec rm -rf {} +

@@ -226,12 +226,13 @@ class Lake:
     # ---------------------------------------------------------------- DuckDB
 
     def _records_signature(self) -> tuple:
-        d = self.path("tables", "deposits")
-        if not self.fs.exists(d):
-            return ()
-        self.fs.invalidate_cache(d)
-        return tuple(sorted((e["name"], e.get("size"), str(e.get("mtime") or e.get("LastModified") or e.get("ETag")))
-                            for e in self.fs.ls(d, detail=True)))
+        sig = []
+        for d in (self.path("tables", "deposits"), self.path("tables", "catalogue")):
+            if self.fs.exists(d):
+                self.fs.invalidate_cache(d)
+                sig += sorted((e["name"], e.get("size"), str(e.get("mtime") or e.get("LastModified") or e.get("ETag")))
+                              for e in self.fs.ls(d, detail=True))
+        return tuple(sig)
 
     def connection(self) -> Any:
         """A DuckDB connection with the lake's views, rebuilt when deposits change."""
@@ -246,8 +247,14 @@ class Lake:
         return self._con
 
     def extra_views(self) -> list[str]:
-        """SQL for views that later parts of the lake add (catalogue, training sets, models)."""
-        return []
+        """Views over tables that later stages store in the lake (the catalogue, ...), when present."""
+        from .catalogue import CARDS, KEYS
+
+        views = []
+        for name, rel in (("catalogue", CARDS), ("key_registry", KEYS)):
+            if self.fs.exists(self.path(rel)):
+                views.append(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{self.uri(self.path(rel))}')")
+        return views
 
     def sql(self, query: str, untrusted: bool = False, **limits: Any) -> Any:
         """Run SQL over the views (configurations, datasets, deposits, quarantine, keys).

@@ -1,0 +1,1 @@
+"""One folder per domain: ingestion (inbox, raw deposits, configurations) and catalogue."""

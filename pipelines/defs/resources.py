@@ -1,0 +1,24 @@
+"""Resources configured from the environment, so the same code runs on a folder or on S3."""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+import mliplake
+
+DEFAULT_LAKE = str(Path(__file__).resolve().parents[2] / "lake")
+
+
+class LakeResource(dg.ConfigurableResource):
+    """The lake: a local folder or ``s3://bucket/prefix`` (credentials and endpoint from the AWS variables)."""
+
+    url: str
+
+    def lake(self) -> mliplake.Lake:
+        return mliplake.Lake(self.url)
+
+
+def resources() -> dict[str, object]:
+    url = dg.EnvVar("MLIPLAKE_LAKE") if os.environ.get("MLIPLAKE_LAKE") else DEFAULT_LAKE
+    return {"lake": LakeResource(url=url)}
