@@ -53,6 +53,19 @@ def test_code_location_loads(defs):
     assert all(graph.get(dg.AssetKey(k)).automation_condition is not None for k in ("configurations", "datasets"))
 
 
+def test_code_location_loads_as_dagster_loads_it(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("dagster")
+    out = subprocess.run([str(exe), "definitions", "validate", "-m", "pipelines.definitions"],
+                         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                         env={**__import__("os").environ, "DAGSTER_HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Validation successful" in out.stdout + out.stderr
+
+
 def test_sensor_one_request_per_new_deposit_and_never_twice(defs, tmp_path):
     lake = mliplake.Lake(tmp_path / "lake")
     with dg.instance_for_test() as instance:

@@ -13,7 +13,6 @@ from pipelines.defs.resources import LakeResource
     partitions_def=deposits,
     group_name="ingestion",
     kinds={"python", "parquet"},
-    description=__doc__,
 )
 def raw_deposits(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     """The deposit's original files, moved from the inbox into the raw zone, byte for byte, with SHA-256 sums."""
