@@ -1,0 +1,362 @@
+"""Potentials from the lake: MACE trained out of process on a training-set snapshot, a model
+registry in the lake (model file + model card with full lineage), ASE calculators in one call,
+benchmarks with parity plots, and a leaderboard.
+
+torch and mace are imported inside functions only: importing this module costs nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import yaml
+
+from . import __version__, training
+from .training import SPLITS, SpecError, TrainingSet
+
+if TYPE_CHECKING:
+    from .lake import Lake
+
+MODELS = "tables/models"
+BENCHMARKS = "tables/benchmarks"
+EPOCH = re.compile(r"Epoch (\d+):.*?loss=([-\d.eE+]+), RMSE_E_per_atom=\s*([-\d.eE+]+) meV, RMSE_F=\s*([-\d.eE+]+) meV")
+
+
+class TrainingError(RuntimeError):
+    """MACE did not finish; the message carries the end of its output."""
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    training_set: str  # the name of a materialised training set (its newest version is used)
+    model: str = "MACE"
+    hidden_irreps: str = "8x0e"
+    r_max: float = 4.0
+    num_interactions: int = 2
+    correlation: int = 2
+    max_L: int = 0
+    batch_size: int = 16
+    max_num_epochs: int = 3
+    lr: float = 0.01
+    seed: int = 0
+    device: str = "auto"
+    default_dtype: str = "float32"
+    energy_weight: float = 1.0
+    forces_weight: float = 100.0
+    stress_weight: float = 1.0
+    extra_args: list[str] = field(default_factory=list)
+    license: str = ""  # of the model; defaults to the training data's licences
+    description: str = ""
+
+
+def load_model_spec(source: str | Path | dict[str, Any]) -> ModelSpec:
+    raw = source
+    if isinstance(source, (str, Path)) and Path(source).exists():
+        raw = yaml.safe_load(Path(source).read_text())
+    elif isinstance(source, str):
+        raw = yaml.safe_load(source)
+    if not isinstance(raw, dict) or not raw.get("name") or not raw.get("training_set"):
+        raise SpecError("model spec: needs a name and a training_set")
+    known = set(ModelSpec.__dataclass_fields__)
+    unknown = set(raw) - known
+    if unknown:
+        raise SpecError(f"model spec {raw['name']}: unknown fields {sorted(unknown)}")
+    return ModelSpec(**raw)
+
+
+def model_id(spec: ModelSpec, ts: TrainingSet) -> str:
+    """Deterministic: the same spec on the same training-set version is the same model."""
+    h = hashlib.sha256(json.dumps([asdict(spec), ts.version], sort_keys=True).encode()).hexdigest()
+    return f"{spec.name}-{h[:10]}"
+
+
+def _args(spec: ModelSpec, ts: TrainingSet, files: dict[str, Path]) -> list[str]:
+    keys = ts.manifest["spec"]["keys"]
+    e0s = ts.manifest["e0s"]
+    from .chemistry import Z_OF
+
+    args = [
+        "--name", spec.name, "--seed", str(spec.seed), "--device", spec.device,
+        "--default_dtype", spec.default_dtype, "--model", spec.model,
+        "--train_file", str(files["train"]), "--valid_file", str(files["valid"]),
+        "--energy_key", keys["energy"], "--forces_key", keys["forces"], "--stress_key", keys["stress"],
+        "--hidden_irreps", spec.hidden_irreps, "--MLP_irreps", spec.hidden_irreps.split("+")[0],
+        "--r_max", str(spec.r_max), "--num_interactions", str(spec.num_interactions),
+        "--correlation", str(spec.correlation), "--max_L", str(spec.max_L),
+        "--batch_size", str(spec.batch_size), "--valid_batch_size", str(2 * spec.batch_size),
+        "--max_num_epochs", str(spec.max_num_epochs), "--lr", str(spec.lr), "--eval_interval", "1",
+        "--energy_weight", str(spec.energy_weight), "--forces_weight", str(spec.forces_weight),
+        "--stress_weight", str(spec.stress_weight),
+        # MACE reads E0s with ast.literal_eval: a Python dict with integer keys
+        "--E0s", repr({Z_OF[k]: float(v) for k, v in e0s.items()}) if e0s else "average",
+        "--model_dir", ".", "--restart_latest",
+    ]
+    if ts.manifest["counts"]["test"]:
+        args += ["--test_file", str(files["test"])]
+    if _has_stress(files["train"], keys["stress"]):
+        args += ["--compute_stress", "True", "--loss", "stress"]
+    return args + list(spec.extra_args)
+
+
+def _has_stress(path: Path, key: str) -> bool:
+    with open(path) as f:
+        return f"{key}=" in f.read(200_000)
+
+
+def workdir_for(mid: str) -> Path:
+    root = Path(os.environ.get("MLIPLAKE_WORKDIR", Path.home() / ".cache" / "mliplake"))
+    return root / "train" / mid
+
+
+def train(lake: Lake, spec: ModelSpec, ts: TrainingSet | None = None,
+          on_epoch: Callable[[dict[str, Any]], None] | None = None,
+          on_line: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train (or resume) MACE on a training set in a subprocess; register the model; return its card."""
+    ts = ts or training.load(lake, spec.training_set)
+    mid = model_id(spec, ts)
+    existing = lake.path(MODELS, mid, "card.json")
+    if lake.fs.exists(existing):
+        return lake.read_json(existing)
+    work = workdir_for(mid)
+    work.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for s in SPLITS:
+        files[s] = work / f"{s}.xyz"
+        if not files[s].exists():
+            lake.fs.get_file(ts.file(s), str(files[s]))
+    cmd = [sys.executable, "-m", "mliplake.mace_train", *_args(spec, ts, files)]
+    t0 = time.perf_counter()
+    epochs: list[dict[str, Any]] = []
+    info: dict[str, Any] = {}
+    tail: list[str] = []
+    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip()
+        tail = (tail + [line])[-40:]
+        if on_line:
+            on_line(line)
+        m = EPOCH.search(line)
+        if m:
+            ep = {"epoch": int(m.group(1)), "loss": float(m.group(2)), "rmse_e_per_atom_meV": float(m.group(3)),
+                  "rmse_f_meV_per_A": float(m.group(4)), "seconds": round(time.perf_counter() - t0, 2)}
+            epochs.append(ep)
+            if on_epoch:
+                on_epoch(ep)
+        if line.startswith("MLIPLAKE_MODEL "):
+            info = json.loads(line.split(" ", 1)[1])
+    if proc.wait() != 0 or not info:
+        raise TrainingError(f"MACE training of {mid} failed (exit {proc.returncode}):\n" + "\n".join(tail))
+    seconds = time.perf_counter() - t0
+    return register(lake, spec, ts, mid, work / f"{spec.name}.model", epochs, info, seconds)
+
+
+def register(lake: Lake, spec: ModelSpec, ts: TrainingSet, mid: str, model_file: Path,
+             epochs: list[dict[str, Any]], info: dict[str, Any], seconds: float) -> dict[str, Any]:
+    from .chemistry import SYMBOLS
+
+    licences = sorted({(d.get("license") or "") for d in lake.datasets()
+                       if d["dataset"] in {lake.record(dep)["dataset"] for dep in ts.manifest["source_deposits"]}} - {""})
+    card = {
+        "model_id": mid, "name": spec.name, "architecture": spec.model,
+        "hyperparameters": {k: v for k, v in asdict(spec).items() if k not in ("name", "training_set", "description",
+                                                                                "license")},
+        "parameters": info.get("parameters"), "elements": [str(SYMBOLS[z]) for z in info.get("atomic_numbers", [])],
+        "r_max": info.get("r_max"),
+        "training_set": {"name": ts.name, "version": ts.version, "content_hash": ts.manifest["content_hash"],
+                         "counts": ts.manifest["counts"], "filter": ts.manifest["filter"]},
+        "training": {"seconds": round(seconds, 1), "epochs": epochs, "device": info.get("device"),
+                     "hardware": info.get("cuda") or platform.processor() or platform.machine(),
+                     "cpus": os.cpu_count(), "torch": info.get("torch"), "mliplake": __version__},
+        "metrics": epochs[-1] if epochs else {},
+        "license": spec.license or " AND ".join(licences),
+        "description": spec.description,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model_file": f"{MODELS}/{mid}/model.model",
+    }
+    lake.put_file(model_file, lake.path(MODELS, mid, "model.model"))
+    lake.write_json(lake.path(MODELS, mid, "card.json"), card)  # last: the card marks a complete model
+    return card
+
+
+def models(lake: Lake) -> list[dict[str, Any]]:
+    cards = [lake.read_json(p) for p in lake.fs.glob(lake.path(MODELS, "*", "card.json"))]
+    return sorted(cards, key=lambda c: c["created_at"], reverse=True)
+
+
+def card(lake: Lake, mid: str) -> dict[str, Any]:
+    p = lake.path(MODELS, mid, "card.json")
+    if not lake.fs.exists(p):
+        matches = [c for c in models(lake) if c["model_id"].startswith(mid)]
+        if len(matches) != 1:
+            raise KeyError(f"no model {mid!r}")
+        return matches[0]
+    return lake.read_json(p)
+
+
+def model_path(lake: Lake, mid: str) -> Path:
+    """The model file on this machine (downloaded from the lake once, then cached)."""
+    c = card(lake, mid)
+    if lake.local:
+        return Path(lake.path(c["model_file"]))
+    local = workdir_for(c["model_id"]) / "registry.model"
+    if not local.exists():
+        local.parent.mkdir(parents=True, exist_ok=True)
+        lake.fs.get_file(lake.path(c["model_file"]), str(local))
+    return local
+
+
+def load_calculator(mid: str, lake: Lake | None = None, device: str = "cpu") -> Any:
+    """The registered model as an ASE calculator (mace's MACECalculator)."""
+    from .lake import Lake as _Lake
+
+    lake = lake or _Lake()
+    from mace.calculators import MACECalculator
+
+    dtype = card(lake, mid)["hyperparameters"].get("default_dtype", "float64")
+    return MACECalculator(model_paths=str(model_path(lake, mid)), device=device, default_dtype=dtype)
+
+
+def lineage(lake: Lake, mid: str) -> dict[str, Any]:
+    """From a model (a leaderboard row) to its card, its training-set manifest and the exact config_ids."""
+    c = card(lake, mid)
+    ts = training.load(lake, c["training_set"]["name"], c["training_set"]["version"])
+    return {"card": c, "training_set": {k: v for k, v in ts.manifest.items() if k != "config_ids"},
+            "config_ids": ts.manifest["config_ids"]}
+
+
+# ---------------------------------------------------------------- benchmarks
+
+
+def predict(calc: Any, atoms_list: list[Any]) -> Iterator[dict[str, Any]]:
+    for a in atoms_list:
+        b = a.copy()
+        b.calc = calc
+        out = {"energy": float(b.get_potential_energy()), "forces": b.get_forces()}
+        if b.pbc.all():
+            out["stress"] = b.get_stress(voigt=False)
+        yield out
+
+
+def benchmark(lake: Lake, mid: str, name: str, filter: str, device: str = "cpu",
+              out_dir: str | None = None) -> dict[str, Any]:
+    """Evaluate a model on a benchmark set (any filter): errors overall, per element, per element pair;
+    parity plots and error histograms stored beside the result."""
+    from . import metrics
+    from .atoms import table_to_atoms
+    from .export import batches
+
+    calc = load_calculator(mid, lake, device)
+    t0 = time.perf_counter()
+    rows, preds = [], []
+    for t in batches(lake, filter):
+        atoms = list(table_to_atoms(t))
+        preds += list(predict(calc, atoms))
+        rows += [dict(zip(("config_id", "numbers", "elements", "energy", "forces", "stress", "nsites"), r)) for r in zip(
+            t.column("config_id").to_pylist(), t.column("numbers").to_pylist(), t.column("elements").to_pylist(),
+            t.column("energy").to_pylist(), t.column("forces").to_pylist(), t.column("stress").to_pylist(),
+            t.column("nsites").to_pylist())]
+    seconds = time.perf_counter() - t0
+    if not rows:
+        raise SpecError(f"benchmark {name}: the filter selects nothing")
+    n_at = np.array([r["nsites"] for r in rows], float)
+    e_ref = np.array([np.nan if r["energy"] is None else r["energy"] for r in rows]) / n_at
+    e_pred = np.array([p["energy"] for p in preds]) / n_at
+    fr = [(np.array(r["numbers"]), np.array(r["forces"]).reshape(-1, 3), p["forces"])
+          for r, p in zip(rows, preds) if r["forces"] is not None]
+    nums = np.concatenate([f[0] for f in fr]) if fr else np.zeros(0, int)
+    f_ref = np.concatenate([f[1] for f in fr]) if fr else np.zeros((0, 3))
+    f_pred = np.concatenate([f[2] for f in fr]) if fr else np.zeros((0, 3))
+    sr = [(np.array(r["stress"]), p["stress"].ravel()) for r, p in zip(rows, preds)
+          if r["stress"] is not None and "stress" in p]
+    result = {
+        "model_id": mid, "benchmark": name, "filter": filter, "configurations": len(rows),
+        "missing_predictions": int(sum(1 for p in preds if not np.isfinite(p["energy"]))),
+        "missing_references": int(np.isnan(e_ref).sum()),
+        "energy_per_atom": metrics.regression(e_pred, e_ref),
+        "forces": metrics.regression(f_pred.ravel(), f_ref.ravel()),
+        "stress": metrics.regression(np.concatenate([s[1] for s in sr]), np.concatenate([s[0] for s in sr]))
+        if sr else None,
+        "forces_per_element": metrics.per_element_force_errors(nums, f_pred, f_ref),
+        "energy_per_pair": metrics.per_pair_energy_errors([r["elements"] for r in rows], e_pred, e_ref),
+        "seconds": round(seconds, 3), "seconds_per_configuration": seconds / len(rows),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    folder = out_dir or lake.path(BENCHMARKS, mid, name)
+    _plots(lake, folder, e_pred, e_ref, f_pred, f_ref, f"{mid} on {name}")
+    lake.write_json(f"{folder}/result.json", result)
+    return result
+
+
+def _plots(lake: Lake, folder: str, e_pred: np.ndarray, e_ref: np.ndarray, f_pred: np.ndarray, f_ref: np.ndarray,
+           title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3, figsize=(13, 4))
+    for a, (p, r, label) in zip(ax[:2], [(e_pred, e_ref, "energy per atom / eV"), (f_pred.ravel(), f_ref.ravel(),
+                                                                                     "force component / eV/Å")]):
+        ok = np.isfinite(p) & np.isfinite(r)
+        a.scatter(r[ok], p[ok], s=3, alpha=0.5)
+        lo, hi = (float(np.min(r[ok])), float(np.max(r[ok]))) if ok.any() else (0, 1)
+        a.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        a.set_xlabel(f"reference {label}")
+        a.set_ylabel(f"predicted {label}")
+    err = (f_pred - f_ref).ravel()
+    ax[2].hist(err[np.isfinite(err)], bins=50, color="#4472c4")
+    ax[2].set_xlabel("force error / eV/Å")
+    ax[2].set_ylabel("components")
+    fig.suptitle(title)
+    fig.tight_layout()
+    with tempfile.TemporaryDirectory() as tmp:
+        png = Path(tmp) / "parity.png"
+        fig.savefig(png, dpi=100)
+        lake.put_file(png, f"{folder}/parity.png")
+    plt.close(fig)
+
+
+def benchmarks(lake: Lake) -> list[dict[str, Any]]:
+    return [lake.read_json(p) for p in lake.fs.glob(lake.path(BENCHMARKS, "*", "*", "result.json"))]
+
+
+def leaderboard(lake: Lake, benchmark_name: str | None = None, sort: str = "energy_mae") -> list[dict[str, Any]]:
+    """One row per (model, benchmark): card fields and metrics, sorted (lower is better for errors)."""
+    cards = {c["model_id"]: c for c in models(lake)}
+    rows = []
+    for b in benchmarks(lake):
+        if benchmark_name and b["benchmark"] != benchmark_name:
+            continue
+        c = cards.get(b["model_id"], {})
+        row = {
+            "model_id": b["model_id"], "benchmark": b["benchmark"], "architecture": c.get("architecture"),
+            "parameters": c.get("parameters"), "training_set": (c.get("training_set") or {}).get("name"),
+            "training_set_version": (c.get("training_set") or {}).get("version"),
+            "energy_mae": b["energy_per_atom"]["mae"], "energy_rmse": b["energy_per_atom"]["rmse"],
+            "energy_r2": b["energy_per_atom"]["r2"], "forces_mae": b["forces"]["mae"],
+            "forces_rmse": b["forces"]["rmse"], "forces_r2": b["forces"]["r2"],
+            "stress_mae": (b.get("stress") or {}).get("mae"),
+            "configurations": b["configurations"], "missing": b["missing_predictions"],
+            "seconds": b["seconds"], "license": c.get("license"), "created_at": c.get("created_at"),
+        }
+        row.update({k: v for k, v in (b.get("stability") or {}).items()})
+        rows.append(row)
+    higher_better = sort in ("energy_r2", "forces_r2", "F1", "Accuracy", "Precision", "DAF", "TPR", "TNR", "R2")
+    rows.sort(key=lambda r: (r.get(sort) is None, -(r.get(sort) or 0) if higher_better else (r.get(sort) or 0)))
+    return rows
