@@ -6,4 +6,13 @@ __version__ = "0.1.0"
 from .lake import Lake  # noqa: E402
 from .manifest import Manifest, ManifestError, load_manifest  # noqa: E402
 
-__all__ = ["Lake", "Manifest", "ManifestError", "load_manifest", "__version__"]
+
+
+def load_calculator(model_id: str, lake: Lake | None = None, device: str = "cpu"):  # noqa: ANN201
+    """A registered model as an ASE calculator, in one call (imports torch and mace only now)."""
+    from .ml import load_calculator as load
+
+    return load(model_id, lake, device)
+
+
+__all__ = ["Lake", "Manifest", "ManifestError", "load_calculator", "load_manifest", "__version__"]

@@ -223,6 +223,87 @@ def export(ctx: click.Context, filter_: str, fmt: str, out: Path, original_keys:
     click.echo(f"{n} configurations -> {out} (manifest: {out}.manifest.yaml)")
 
 
+@main.command("training-set")
+@click.argument("spec", type=click.Path(exists=True, path_type=Path))
+@click.pass_context
+def training_set(ctx: click.Context, spec: Path) -> None:
+    """Materialise a training-set spec (YAML): an immutable, content-addressed snapshot."""
+    from . import training
+
+    try:
+        ts = training.materialise(_lake(ctx), training.load_spec(spec))
+    except (training.SpecError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"training set {ts.name} version {ts.version}: {ts.manifest['counts']} -> {ts.path}")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(exists=True, path_type=Path))
+@click.pass_context
+def train(ctx: click.Context, spec: Path) -> None:
+    """Train a model spec (YAML) out of process and register it; epoch metrics as they come."""
+    from . import ml
+
+    card = ml.train(_lake(ctx), ml.load_model_spec(spec), on_epoch=lambda e: click.echo(
+        f"epoch {e['epoch']}: loss {e['loss']:.4g}  RMSE E {e['rmse_e_per_atom_meV']:.1f} meV/atom  "
+        f"RMSE F {e['rmse_f_meV_per_A']:.1f} meV/A  ({e['seconds']:.0f} s)"))
+    click.echo(f"model {card['model_id']}: {card['parameters']} parameters, elements {','.join(card['elements'])}")
+
+
+@main.command()
+@click.argument("model_id", required=False)
+@click.option("--download", type=click.Path(path_type=Path), help="Copy the model file here.")
+@click.pass_context
+def models(ctx: click.Context, model_id: str | None, download: Path | None) -> None:
+    """List registered models, or show one model card (and download its file)."""
+    from . import ml
+
+    lake = _lake(ctx)
+    if not model_id:
+        rows = [{"model_id": c["model_id"], "architecture": c["architecture"], "parameters": c["parameters"],
+                 "elements": c["elements"], "training_set": f"{c['training_set']['name']}@{c['training_set']['version']}",
+                 "seconds": c["training"]["seconds"], "license": c["license"], "created_at": c["created_at"]}
+                for c in ml.models(lake)]
+        click.echo(table(rows))
+        return
+    try:
+        card = ml.card(lake, model_id)
+    except KeyError as e:
+        raise click.ClickException(str(e.args[0])) from None
+    click.echo(json.dumps(card, indent=1))
+    if download:
+        import shutil
+
+        shutil.copyfile(ml.model_path(lake, card["model_id"]), download)
+        click.echo(f"model file -> {download}")
+
+
+@main.command()
+@click.option("--sort", default="energy_mae", show_default=True, help="A metric column (errors ascending, scores descending).")
+@click.option("--benchmark", "benchmark_name", help="Only this benchmark set.")
+@click.pass_context
+def leaderboard(ctx: click.Context, sort: str, benchmark_name: str | None) -> None:
+    """Models with their card fields and benchmark metrics."""
+    from . import ml
+
+    rows = ml.leaderboard(_lake(ctx), benchmark_name, sort)
+    cols = ["model_id", "benchmark", "energy_mae", "energy_rmse", "forces_mae", "forces_rmse", "forces_r2",
+            "parameters", "training_set", "training_set_version", "configurations", "seconds"]
+    extra = [k for k in (rows[0] if rows else {}) if k not in cols and k in ("F1", "DAF", "Accuracy", "Precision")]
+    click.echo(table(rows, cols + extra) if rows else "(no benchmarks yet)")
+
+
+@main.command()
+@click.argument("model_id")
+@click.pass_context
+def lineage(ctx: click.Context, model_id: str) -> None:
+    """From a model to its card, training-set manifest and the exact config_ids it saw."""
+    from . import ml
+
+    out = ml.lineage(_lake(ctx), model_id)
+    click.echo(json.dumps(out, indent=1))
+
+
 SAMPLES = ("3bpa", "rmd17", "mlearn")
 
 

@@ -23,11 +23,16 @@ MACE_KEYS = {"energy": "REF_energy", "forces": "REF_forces", "stress": "REF_stre
              "dipole": "REF_dipole", "charges": "REF_charges"}
 
 
-def batches(lake: Lake, filter: str | None, order: str = "dataset, source_file, frame_index") -> Iterator[pa.Table]:
-    """Canonical rows matching a filter, batch by batch (never the whole result in memory)."""
+def batches(lake: Lake, filter: str | None, order: str = "dataset, source_file, frame_index",
+            ids: list[str] | None = None) -> Iterator[pa.Table]:
+    """Canonical rows matching a filter (and, if given, among ``ids``), batch by batch."""
     clause, params = where(filters.parse(filter))
     cols = ", ".join(f'"{f.name}"' for f in CONFIGURATIONS)
-    rel = lake.connection().sql(f"SELECT {cols} FROM configurations WHERE {clause} ORDER BY {order}", params=params)
+    con = lake.connection()
+    if ids is not None:
+        con.register("_selected_ids", pa.table({"config_id": pa.array(ids, pa.string())}))
+        clause = f"({clause}) AND config_id IN (SELECT config_id FROM _selected_ids)"
+    rel = con.sql(f"SELECT {cols} FROM configurations WHERE {clause} ORDER BY {order}", params=params)
     reader = rel.to_arrow_reader(BATCH_ROWS)
     for batch in reader:
         yield pa.Table.from_batches([batch]).cast(CONFIGURATIONS)

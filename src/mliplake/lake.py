@@ -217,9 +217,21 @@ class Lake:
         return pads.dataset(files, schema=QUARANTINE, format="parquet", filesystem=self.fs).to_table()
 
     def atoms(self, dataset: str | None = None, filter: Any = None, original_keys: bool = False) -> Iterator[Any]:
-        """The configurations back as ASE ``Atoms``, with labels on a SinglePointCalculator."""
+        """The configurations back as ASE ``Atoms``, labels on a SinglePointCalculator, ``info["config_id"]`` set.
+
+        ``filter``: a filter-language string (docs/query.md) or a pyarrow expression.
+        """
         from .atoms import table_to_atoms
 
+        if isinstance(filter, str) or (filter is None and dataset is None):
+            from .export import batches
+
+            text = filter or ""
+            if dataset:
+                text = f'dataset = "{dataset}"' + (f" AND ({text})" if text else "")
+            for t in batches(self, text):
+                yield from table_to_atoms(t, original_keys=original_keys)
+            return
         for batch in self.dataset("configurations", dataset).to_batches(filter=filter, batch_size=4096):
             yield from table_to_atoms(pa.Table.from_batches([batch]), original_keys=original_keys)
 

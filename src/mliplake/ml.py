@@ -253,18 +253,33 @@ def predict(calc: Any, atoms_list: list[Any]) -> Iterator[dict[str, Any]]:
         yield out
 
 
-def benchmark(lake: Lake, mid: str, name: str, filter: str, device: str = "cpu",
-              out_dir: str | None = None) -> dict[str, Any]:
-    """Evaluate a model on a benchmark set (any filter): errors overall, per element, per element pair;
-    parity plots and error histograms stored beside the result."""
+@dataclass
+class BenchmarkSpec:
+    """Any filter over the lake, or a split of a training set (e.g. its held-out test split)."""
+
+    name: str
+    filter: str = ""
+    training_set: str = ""
+    split: str = "test"
+
+    def ids(self, lake: Lake) -> list[str] | None:
+        if not self.training_set:
+            return None
+        return training.load(lake, self.training_set).config_ids(self.split)
+
+
+def benchmark(lake: Lake, mid: str, spec: BenchmarkSpec, device: str = "cpu") -> dict[str, Any]:
+    """Evaluate a model on a benchmark set: errors overall, per element, per element pair, missing
+    predictions, run time; parity plots and error histograms stored beside the result."""
     from . import metrics
     from .atoms import table_to_atoms
     from .export import batches
 
+    name, filter = spec.name, spec.filter
     calc = load_calculator(mid, lake, device)
     t0 = time.perf_counter()
     rows, preds = [], []
-    for t in batches(lake, filter):
+    for t in batches(lake, filter, ids=spec.ids(lake)):
         atoms = list(table_to_atoms(t))
         preds += list(predict(calc, atoms))
         rows += [dict(zip(("config_id", "numbers", "elements", "energy", "forces", "stress", "nsites"), r)) for r in zip(
@@ -285,7 +300,8 @@ def benchmark(lake: Lake, mid: str, name: str, filter: str, device: str = "cpu",
     sr = [(np.array(r["stress"]), p["stress"].ravel()) for r, p in zip(rows, preds)
           if r["stress"] is not None and "stress" in p]
     result = {
-        "model_id": mid, "benchmark": name, "filter": filter, "configurations": len(rows),
+        "model_id": mid, "benchmark": name, "filter": filter, "training_set": spec.training_set,
+        "split": spec.split if spec.training_set else "", "configurations": len(rows),
         "missing_predictions": int(sum(1 for p in preds if not np.isfinite(p["energy"]))),
         "missing_references": int(np.isnan(e_ref).sum()),
         "energy_per_atom": metrics.regression(e_pred, e_ref),
@@ -297,7 +313,7 @@ def benchmark(lake: Lake, mid: str, name: str, filter: str, device: str = "cpu",
         "seconds": round(seconds, 3), "seconds_per_configuration": seconds / len(rows),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    folder = out_dir or lake.path(BENCHMARKS, mid, name)
+    folder = lake.path(BENCHMARKS, mid, name)
     _plots(lake, folder, e_pred, e_ref, f_pred, f_ref, f"{mid} on {name}")
     lake.write_json(f"{folder}/result.json", result)
     return result

@@ -1,0 +1,141 @@
+"""From data to potentials and back: training sets, MACE through Dagster, registry, benchmarks, lineage, generation."""
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import numpy as np
+import pytest
+from conftest import SAMPLES, sample_files
+
+import mliplake
+from mliplake import inbox, ml, training
+from pipelines.defs.resources import LakeResource
+
+pytestmark = [pytest.mark.xdist_group("dagster"), pytest.mark.slow]
+
+SPEC = {"name": "ethanol", "filter": 'dataset = "rmd17-ethanol" AND info.md17_index < 50000',
+        "split": {"method": "random", "seed": 7}, "e0s": {"source": "average"}}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The samples ingested and the ML loop run through the Dagster jobs, once for this module."""
+    from pipelines.definitions import defs
+
+    root = tmp_path_factory.mktemp("ml")
+    lake = mliplake.Lake(root / "lake")
+    for name in ("rmd17", "3bpa"):
+        inbox.drop(lake, sample_files(name), f"sample-{name}", SAMPLES[name] / "manifest.yaml")
+    res = {"lake": LakeResource(url=lake.url)}
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLIPLAKE_WORKDIR", str(root / "work"))
+    with dg.instance_for_test() as instance:
+        from pipelines.demo import run_inbox  # one sensor tick and its runs
+
+        run_inbox(defs, instance, res)
+        run = lambda job, key=None: defs.resolve_job_def(job).execute_in_process(  # noqa: E731
+            instance=instance, partition_key=key, resources=res)
+        assert run("materialise_training_set", "ethanol").success
+        model_run = run("train_model", "ethanol-tiny")
+        assert model_run.success
+        assert run("run_benchmark", dg.MultiPartitionKey({"model": "ethanol-tiny", "benchmark": "held-out-test"})).success
+        assert run("refresh_leaderboard").success
+        gen = run("generate_structures", "ethanol-tiny")
+        assert gen.success
+        sensor_runs = run_inbox(defs, instance, res)
+        logs = [e.message for e in instance.all_logs(model_run.run_id) if e.message and "epoch" in e.message]
+    mp.undo()
+    return {"lake": lake, "epoch_logs": logs, "generated_runs": sensor_runs, "gen": gen}
+
+
+def test_training_set_hash_is_stable_and_versions_stay_readable(tmp_path):
+    lake = mliplake.Lake(tmp_path / "lake")
+    lake.deposit(sample_files("rmd17")[:1], manifest=SAMPLES["rmd17"] / "manifest.yaml")
+    spec = training.load_spec(SPEC)
+    a, b = training.materialise(lake, spec), training.materialise(lake, spec)
+    assert a.version == b.version and a.manifest["content_hash"] == b.manifest["content_hash"]
+    counts = a.manifest["counts"]
+    assert counts["train"] > 5 * counts["test"] > 0 and counts["isolated"] == 0
+    assert not set(a.config_ids("train")) & set(a.config_ids("test"))
+    # more data: a new version, the old one still readable, no frame moved between splits
+    lake.deposit(sample_files("rmd17")[1:], manifest=SAMPLES["rmd17"] / "manifest.yaml")
+    c = training.materialise(lake, spec)
+    assert c.version != a.version
+    old = training.load(lake, "ethanol", a.version)
+    assert old.manifest["config_ids"] == a.manifest["config_ids"]
+    assert set(a.config_ids("train")) <= set(c.config_ids("train"))
+    assert set(a.config_ids("test")) <= set(c.config_ids("test"))
+    assert {v["version"] for v in training.versions(lake, "ethanol")} == {a.version, c.version}
+
+
+def test_group_split_keeps_groups_together(tmp_path):
+    lake = mliplake.Lake(tmp_path / "lake")
+    lake.deposit(sample_files("mlearn"), manifest=SAMPLES["mlearn"] / "manifest.yaml")
+    ts = training.materialise(lake, training.load_spec({"name": "si", "split": {"method": "group", "key": "info.group"}}))
+    groups = {r["id"]: json.loads(r["info"])["group"] for r in lake.search(None, columns=["id", "info"]).to_pylist()}
+    where = {}
+    for split in ("train", "valid", "test"):
+        for cid in ts.config_ids(split):
+            where.setdefault(groups[cid], set()).add(split)
+    assert all(len(s) == 1 for s in where.values())  # no group straddles two splits
+
+
+def test_model_trains_through_dagster_and_loads_as_calculator(trained):
+    lake = trained["lake"]
+    (card,) = ml.models(lake)
+    assert card["elements"] == ["H", "C", "O"] and card["parameters"] > 1000
+    assert len(card["training"]["epochs"]) == 4
+    assert len(trained["epoch_logs"]) >= 4  # streamed to the run, one log line per epoch
+    calc = mliplake.load_calculator(card["model_id"], lake)
+    atoms = next(lake.atoms(filter='dataset = "rmd17-ethanol"'))
+    atoms.calc = calc
+    assert np.isfinite(atoms.get_potential_energy()) and atoms.get_forces().shape == (9, 3)
+
+
+def test_benchmark_equals_an_independent_evaluation(trained):
+    lake = trained["lake"]
+    (row,) = ml.leaderboard(lake, "held-out-test")
+    result = next(b for b in ml.benchmarks(lake) if b["benchmark"] == "held-out-test")
+    test_ids = ml.lineage(lake, row["model_id"])["config_ids"]["test"]
+    calc = mliplake.load_calculator(row["model_id"], lake)
+    e_err, f_err = [], []
+    for atoms in lake.atoms(filter='dataset = "rmd17-ethanol"'):
+        if atoms.info["config_id"] not in test_ids:
+            continue
+        ref_e, ref_f = atoms.get_potential_energy(), atoms.get_forces()
+        atoms.calc = calc
+        e_err.append((atoms.get_potential_energy() - ref_e) / len(atoms))
+        f_err.append(atoms.get_forces() - ref_f)
+    assert result["configurations"] == len(test_ids) == len(e_err)
+    assert result["energy_per_atom"]["mae"] == pytest.approx(np.mean(np.abs(e_err)), rel=1e-6)
+    f = np.concatenate(f_err).ravel()
+    assert result["forces"]["rmse"] == pytest.approx(np.sqrt(np.mean(f**2)), rel=1e-6)
+    assert row["energy_mae"] == result["energy_per_atom"]["mae"]
+    assert lake.fs.exists(lake.path(ml.BENCHMARKS, row["model_id"], "held-out-test", "parity.png"))
+
+
+def test_lineage_from_a_leaderboard_row(trained):
+    lake = trained["lake"]
+    row = ml.leaderboard(lake)[0]
+    out = ml.lineage(lake, row["model_id"])
+    assert out["card"]["model_id"] == row["model_id"]
+    assert out["training_set"]["version"] == row["training_set_version"]
+    ids = out["config_ids"]
+    ts = training.load(lake, "ethanol", row["training_set_version"])
+    assert ids == ts.manifest["config_ids"]
+    got = set(lake.search(f'dataset = "rmd17-ethanol" AND info.md17_index < 50000', columns=["id"]).column("id").to_pylist())
+    assert set(ids["train"]) | set(ids["valid"]) | set(ids["test"]) == got
+
+
+def test_generated_structures_come_back_in_with_provenance(trained):
+    lake = trained["lake"]
+    runs = trained["generated_runs"]
+    assert len(runs) == 1 and runs[0].is_success
+    card = ml.models(lake)[0]
+    rec = next(r for r in lake.records() if r["dataset"] == "generated-ethanol-tiny")
+    assert rec["stored"] == 8  # 2 seeds x 20 steps sampled every 5
+    assert rec["manifest"]["sampling"]["model_id"] == card["model_id"]
+    rows = lake.search('dataset = "generated-ethanol-tiny"', columns=["energy", "info"]).to_pylist()
+    assert all(r["energy"] is not None for r in rows)  # labelled by the EMT reference
+    assert {json.loads(r["info"])["config_type"] for r in rows} == {"generated"}
