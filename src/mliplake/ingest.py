@@ -175,8 +175,12 @@ def _file_batches(path: Path, fmt: str, ctx: FileContext,
                len(frames) + len(errors), offset)
 
 
+ROW_GROUP = 65_536
+
+
 class _ShardWriter:
-    """Streams tables into size-bounded Parquet shards, each published atomically."""
+    """Streams tables into size-bounded Parquet shards, each published atomically; batches are
+    gathered into full row groups, which is what makes later scans fast."""
 
     def __init__(self, lake: Lake, directory: str, attempt: str) -> None:
         self.lake, self.dir, self.attempt = lake, directory, attempt
@@ -185,10 +189,22 @@ class _ShardWriter:
         self._writer: pq.ParquetWriter | None = None
         self._ctx = None
         self._rows = 0
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows == 0:
             return
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        if self._pending_rows >= min(ROW_GROUP, SHARD_ROWS):
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        table = pa.concat_tables(self._pending)
+        self._pending, self._pending_rows = [], 0
         if self._writer is None:
             path = f"{self.dir}/part-{self.attempt}-{len(self.paths):05d}.parquet"
             self._ctx = self.lake.atomic_open(path)
@@ -196,12 +212,16 @@ class _ShardWriter:
             self._writer = pq.ParquetWriter(f, CONFIGURATIONS, **PARQUET_OPTIONS)
             self.paths.append(path)
             self._rows = 0
-        self._writer.write_table(table, row_group_size=65536)
+        self._writer.write_table(table, row_group_size=ROW_GROUP)
         self._rows += table.num_rows
         if self._rows >= SHARD_ROWS:
-            self.close()
+            self._close_file()
 
     def close(self) -> None:
+        self._flush()
+        self._close_file()
+
+    def _close_file(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._ctx.__exit__(None, None, None)

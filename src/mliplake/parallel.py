@@ -23,8 +23,8 @@ from .normalise import FileContext, Rejection, normalise_batch
 
 # below this, worker start-up costs more than it saves
 MIN_BYTES = int(os.environ.get("MLIPLAKE_PARALLEL_MIN_BYTES", 16 << 20))
-CHUNK_FRAMES = 4000
-WINDOW = 64 << 20
+CHUNK_FRAMES = 1000  # small: the last chunks decide how long both cores wait for the slowest
+WINDOW = 16 << 20  # the first chunk can start after a short scan
 
 
 class ScanError(Exception):
@@ -122,7 +122,7 @@ def normalise_file(path: Path, ctx: FileContext) -> Iterator[tuple[pa.Table, lis
 
 def _run(ex: ProcessPoolExecutor, path: Path, ctx: FileContext) -> Iterator[tuple[pa.Table, list[Rejection], dict[str, int], Chunk]]:
     inflight: list[tuple[Chunk, Future]] = []
-    limit = 2 * workers()  # bounded: memory stays flat whatever the file size
+    limit = 3 * workers()  # bounded: memory stays flat whatever the file size
     it = chunks(path)
     scan_error: ScanError | None = None
 
