@@ -139,3 +139,25 @@ def test_generated_structures_come_back_in_with_provenance(trained):
     rows = lake.search('dataset = "generated-ethanol-tiny"', columns=["energy", "info"]).to_pylist()
     assert all(r["energy"] is not None for r in rows)  # labelled by the EMT reference
     assert {json.loads(r["info"])["config_type"] for r in rows} == {"generated"}
+
+
+def test_slurm_script_runs_as_a_batch_job_would(tmp_path, monkeypatch):
+    """No Slurm here: the generated script is run with bash, which reads #SBATCH lines as comments,
+    exactly the commands a compute node would run; then the model is registered from its work dir."""
+    import subprocess
+
+    monkeypatch.setenv("MLIPLAKE_WORKDIR", str(tmp_path / "work"))
+    lake = mliplake.Lake(tmp_path / "lake")
+    lake.deposit(sample_files("rmd17")[:1], manifest=SAMPLES["rmd17"] / "manifest.yaml")
+    spec = training.load_spec(SPEC | {"filter": SPEC["filter"].replace("50000", "20000")})
+    ts = training.materialise(lake, spec)
+    mspec = ml.load_model_spec({"name": "hpc", "training_set": "ethanol", "max_num_epochs": 1, "device": "auto"})
+    script, work = ml.slurm_script(lake, mspec, ml.SlurmOptions(partition="gpu", gpus=1, account="proj1"), ts)
+    assert "#SBATCH --gpus=1" in script and "#SBATCH --partition=gpu" in script and "#SBATCH --account=proj1" in script
+    path = work / "job.sh"
+    path.write_text(script)
+    out = subprocess.run(["bash", str(path)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    card = ml.register_from_workdir(lake, mspec, ts)
+    assert card["training_set"]["version"] == ts.version and len(card["training"]["epochs"]) == 1
+    assert ml.models(lake)[0]["model_id"] == card["model_id"]

@@ -166,6 +166,71 @@ def train(lake: Lake, spec: ModelSpec, ts: TrainingSet | None = None,
     return register(lake, spec, ts, mid, work / f"{spec.name}.model", epochs, info, seconds)
 
 
+@dataclass
+class SlurmOptions:
+    partition: str = ""
+    time: str = "04:00:00"
+    gpus: int = 1
+    cpus_per_task: int = 8
+    mem: str = "32G"
+    account: str = ""
+    setup: str = ""  # shell lines before training, e.g. "module load cuda; source venv/bin/activate"
+
+
+def slurm_script(lake: Lake, spec: ModelSpec, opts: SlurmOptions, ts: TrainingSet | None = None) -> tuple[str, Path]:
+    """A batch script that trains this model on an HPC node (same wrapper, same arguments, resumable).
+
+    Returns the script and the work directory it runs in; the training files are staged there.
+    Submit it with ``sbatch``; when it has finished, ``register_from_workdir`` puts the model in the registry.
+    """
+    import shlex
+
+    ts = ts or training.load(lake, spec.training_set)
+    mid = model_id(spec, ts)
+    work = workdir_for(mid)
+    work.mkdir(parents=True, exist_ok=True)
+    files = {s: work / f"{s}.xyz" for s in SPLITS}
+    for s, f in files.items():
+        if not f.exists():
+            lake.fs.get_file(ts.file(s), str(f))
+    directives = [f"#SBATCH --job-name=mliplake-{mid}", f"#SBATCH --time={opts.time}",
+                  f"#SBATCH --cpus-per-task={opts.cpus_per_task}", f"#SBATCH --mem={opts.mem}",
+                  f"#SBATCH --output={work}/slurm-%j.out"]
+    if opts.gpus:
+        directives.append(f"#SBATCH --gpus={opts.gpus}")
+    if opts.partition:
+        directives.append(f"#SBATCH --partition={opts.partition}")
+    if opts.account:
+        directives.append(f"#SBATCH --account={opts.account}")
+    args = " ".join(shlex.quote(a) for a in _args(spec, ts, files))
+    script = "\n".join([
+        "#!/bin/bash", *directives, "set -euo pipefail", opts.setup,
+        f"cd {shlex.quote(str(work))}",
+        f"{shlex.quote(sys.executable)} -m mliplake.mace_train {args} | tee train.log",
+        "",
+    ])
+    return script, work
+
+
+def register_from_workdir(lake: Lake, spec: ModelSpec, ts: TrainingSet | None = None) -> dict[str, Any]:
+    """Register a model trained by a batch job (its log has the epochs and the model line)."""
+    ts = ts or training.load(lake, spec.training_set)
+    mid = model_id(spec, ts)
+    work = workdir_for(mid)
+    log = (work / "train.log").read_text().splitlines()
+    epochs, info = [], {}
+    for line in log:
+        m = EPOCH.search(line)
+        if m:
+            epochs.append({"epoch": int(m.group(1)), "loss": float(m.group(2)),
+                           "rmse_e_per_atom_meV": float(m.group(3)), "rmse_f_meV_per_A": float(m.group(4))})
+        if line.startswith("MLIPLAKE_MODEL "):
+            info = json.loads(line.split(" ", 1)[1])
+    if not info:
+        raise TrainingError(f"{work}/train.log: the job did not finish (no model line)")
+    return register(lake, spec, ts, mid, work / f"{spec.name}.model", epochs, info, float("nan"))
+
+
 def register(lake: Lake, spec: ModelSpec, ts: TrainingSet, mid: str, model_file: Path,
              epochs: list[dict[str, Any]], info: dict[str, Any], seconds: float) -> dict[str, Any]:
     from .chemistry import SYMBOLS
