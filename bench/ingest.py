@@ -4,7 +4,8 @@ Generates a deterministic, MPtrj-like extended-XYZ file (mixed cell sizes,
 random element subsets of Z=1..83, periodic cells, energy / forces / stress,
 ``config_type``, a custom ``temperature`` key and a few ``_JSON`` values), then
 times three ingest paths, each in its own fresh subprocess so that the peak
-RSS reported belongs to that measurement alone:
+memory reported (main-process RSS, and PSS summed over any worker processes it
+forks) belongs to that measurement alone:
 
 * ``extxyz``  -- ``for f in extxyz.iread_dicts(path): pass`` (the parser alone,
   the floor any extxyz-based ingest sits on);
@@ -25,6 +26,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -34,6 +36,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +76,9 @@ class FrameRecord:
     has_json: bool
 
 
+TRAJECTORY = 11  # MPtrj: 1.58 M frames of 146 k materials
+
+
 def _symbols() -> list[str]:
     from ase.data import chemical_symbols
 
@@ -83,17 +89,34 @@ def _fmt_floats(values: np.ndarray) -> str:
     return " ".join(f"{v:.10g}" for v in values.ravel())
 
 
-def _frame_text(rng: np.random.Generator, index: int, natoms: int, symbols: list[str]) -> tuple[str, FrameRecord]:
+@dataclass
+class Structure:
+    """What the frames of one relaxation trajectory share: atoms, species and cell."""
+
+    natoms: int
+    species: np.ndarray
+    cell: np.ndarray
+    base: np.ndarray  # fractional positions
+
+
+def _structure(rng: np.random.Generator, natoms: int) -> Structure:
     nel = int(min(rng.integers(1, 6), natoms))
     zs = rng.choice(MAX_Z, size=nel, replace=False) + 1
     species = zs[rng.integers(nel, size=natoms)]
     species[:nel] = zs  # every chosen element really occurs
-
     # Near-cubic cell at 10-25 Å^3/atom with a little shear: realistic volumes,
     # non-orthogonal lattices exercise the full 3x3 path.
     a = (natoms * rng.uniform(10.0, 25.0)) ** (1.0 / 3.0)
     cell = a * (np.eye(3) + rng.normal(0.0, 0.03, (3, 3)))
-    positions = rng.random((natoms, 3)) @ cell
+    return Structure(natoms, species, cell, rng.random((natoms, 3)))
+
+
+def _frame_text(rng: np.random.Generator, index: int, st: Structure, symbols: list[str]) -> tuple[str, FrameRecord]:
+    natoms = st.natoms
+    species = st.species
+    # each step of a relaxation moves the atoms a little and strains the cell a little
+    cell = st.cell @ (np.eye(3) + rng.normal(0.0, 0.002, (3, 3)))
+    positions = (st.base + rng.normal(0.0, 0.01, (natoms, 3))) @ cell
     forces = rng.normal(0.0, 0.5, (natoms, 3))
     energy = float(-4.0 * natoms + rng.normal(0.0, np.sqrt(natoms)))
     s = rng.normal(0.0, 0.01, (3, 3))
@@ -123,21 +146,32 @@ def _frame_text(rng: np.random.Generator, index: int, natoms: int, symbols: list
     return f"{natoms}\n{header}\n{body}", record
 
 
-def generate(path: Path, frames: int, seed: int) -> tuple[int, list[FrameRecord]]:
-    """Write ``frames`` frames to ``path``; return total atoms and the first two frames."""
+def generate(path: Path, frames: int, seed: int, trajectory: int = 1) -> tuple[int, list[FrameRecord]]:
+    """Write ``frames`` frames to ``path``; return total atoms and the first two frames.
+
+    ``trajectory``: frames per structure. MPtrj is relaxation trajectories, about 11 frames per
+    material (1.58 M frames of 146 k materials), so compositions repeat; 1 makes every frame a new
+    random composition (the worst case for anything that caches per composition)."""
     rng = np.random.default_rng(seed)
-    sizes = np.clip(np.rint(rng.lognormal(np.log(SIZE_MEDIAN), SIZE_SIGMA, frames)), SIZE_MIN, SIZE_MAX)
+    n_structures = -(-frames // trajectory)
+    sizes = np.clip(np.rint(rng.lognormal(np.log(SIZE_MEDIAN), SIZE_SIGMA, n_structures)), SIZE_MIN, SIZE_MAX)
     symbols = _symbols()
     head: list[FrameRecord] = []
+    total = 0
     tmp = path.with_suffix(".partial")
     with tmp.open("w", buffering=8 * MIB) as fh:
-        for i, n in enumerate(sizes.astype(int)):
-            text, record = _frame_text(rng, i, int(n), symbols)
-            fh.write(text)
-            if i < 2:
-                head.append(record)
+        i = 0
+        for n in sizes.astype(int):
+            st = _structure(rng, int(n))
+            for _ in range(min(trajectory, frames - i)):
+                text, record = _frame_text(rng, i, st, symbols)
+                fh.write(text)
+                total += int(n)
+                if i < 2:
+                    head.append(record)
+                i += 1
     tmp.replace(path)  # a half-written file must never be mistaken for a cached one
-    return int(sizes.sum()), head
+    return total, head
 
 
 def validate_with_ase(path: Path, head: list[FrameRecord]) -> None:
@@ -199,19 +233,19 @@ class Dataset:
         return self.path.stat().st_size
 
 
-def prepare(work: Path, frames: int, seed: int, regen: bool = False) -> Dataset:
+def prepare(work: Path, frames: int, seed: int, regen: bool = False, trajectory: int = TRAJECTORY) -> Dataset:
     """Generate (or reuse, when the cached file is complete) the synthetic file."""
-    path = work / f"mptrj_like_{frames}_s{seed}.extxyz"
+    path = work / f"mptrj_like_{frames}_s{seed}_t{trajectory}.extxyz"
     meta = path.with_suffix(".json")
     if path.exists() and meta.exists() and not regen:
         info = json.loads(meta.read_text())
         return Dataset(path, info["frames"], info["atoms"])
     t0 = time.perf_counter()
-    atoms, head = generate(path, frames, seed)
+    atoms, head = generate(path, frames, seed, trajectory)
     print(f"generated {path.name}: {frames} frames, {atoms} atoms, "
           f"{path.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s", flush=True)
     validate_with_ase(path, head)
-    meta.write_text(json.dumps({"frames": frames, "atoms": atoms, "seed": seed}))
+    meta.write_text(json.dumps({"frames": frames, "atoms": atoms, "seed": seed, "trajectory": trajectory}))
     return Dataset(path, frames, atoms)
 
 
@@ -324,22 +358,30 @@ def _preimport(kind: str) -> None:
 
 
 def run_worker(kind: str, path: str, out: str) -> None:
-    import resource
-
     _preimport(kind)
     base_kib = _vm_hwm_kib()
     result = WORKERS[kind](path, out)
     result["base_rss_kib"] = base_kib
-    peak = _vm_hwm_kib()
-    # A child's ru_maxrss starts at our high-water mark at fork time (even for a
-    # short `ldconfig` run by ctypes), so it only says something when it is larger.
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    result["peak_rss_kib"] = peak
-    result["children_peak_rss_kib"] = children if children > peak else 0
+    result["main_peak_kib"] = _vm_hwm_kib()
     print(RESULT_TAG + json.dumps(result), flush=True)
 
 
 # --------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class TreePeak:
+    pss_kib: int = 0  # at the sample where the tree's total PSS peaked
+    anon_kib: int = 0
+    processes: int = 1  # alive at that sample
+
+    @property
+    def pss_mib(self) -> float:
+        return self.pss_kib / 1024
+
+    @property
+    def anon_mib(self) -> float:
+        return self.anon_kib / 1024
 
 
 @dataclass
@@ -348,7 +390,8 @@ class Measurement:
     frames: int
     seconds: float
     size: int
-    peak_rss_kib: int
+    main_peak_kib: int  # VmHWM of the measured process: exact, but blind to its workers
+    tree: TreePeak  # sampled over the process and all its descendants
     cpu_seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
     note: str = ""
@@ -362,22 +405,82 @@ class Measurement:
         return self.size / 1e6 / self.seconds
 
     @property
-    def peak_mib(self) -> float:
-        return self.peak_rss_kib / 1024
+    def main_mib(self) -> float:
+        return self.main_peak_kib / 1024
 
     @property
     def cpu_pct(self) -> float:
-        # Whole process (imports included) over its wall time: >100 % means threads.
+        # Whole process (imports included) over its wall time: > 100 % means threads or workers.
         return 100.0 * self.cpu_seconds / self.extra["process_seconds"]
 
 
-def measure(name: str, kind: str, data: Dataset, out: Path, timeout: float = 3600.0) -> Measurement:
+def _pss(pid: int) -> tuple[int, int]:
+    """(Pss, Pss_Anon) in KiB: PSS splits pages shared with forked workers instead of counting them twice."""
+    fields: dict[str, int] = {}
+    with open(f"/proc/{pid}/smaps_rollup") as fh:
+        for line in fh:
+            key, _, rest = line.partition(":")
+            if key in ("Pss", "Pss_Anon"):
+                fields[key] = int(rest.split()[0])
+    return fields.get("Pss", 0), fields.get("Pss_Anon", 0)
+
+
+class TreeSampler:
+    """Samples the PSS of a process and all its descendants; ingest may fork workers."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        import psutil  # the `bench` extra; only needed here
+
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.peak = TreePeak()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._done.is_set():
+            self._sample()
+            self._done.wait(self.interval)
+
+    def _sample(self) -> None:
+        import psutil
+
+        try:
+            procs = [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return  # exited between two samples
+        pss = anon = 0
+        for p in procs:
+            try:
+                a, b = _pss(p.pid)
+            except OSError:
+                continue
+            pss, anon = pss + a, anon + b
+        if pss > self.peak.pss_kib:
+            self.peak = TreePeak(pss, anon, len(procs))
+
+
+def measure(name: str, kind: str, data: Dataset, out: Path, timeout: float = 3600.0,
+            env: dict[str, str] | None = None) -> Measurement:
     """Run one worker in a fresh interpreter; CPU time comes from wait4 on it."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, str(data.path), str(out)]
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        meter = CpuMeter()
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, text=True)
-        status, usage = _wait4(proc.pid, t0 + timeout)
+        proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, text=True, env={**os.environ, **(env or {})})
+        sampler = TreeSampler(proc.pid)
+        sampler.start()
+        try:
+            status, usage = _wait4(proc.pid, t0 + timeout)
+        finally:
+            sampler.stop()
         process_seconds = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4, not by Popen
         stdout.seek(0)
@@ -388,22 +491,24 @@ def measure(name: str, kind: str, data: Dataset, out: Path, timeout: float = 360
     line = next(l for l in reversed(out_text.splitlines()) if l.startswith(RESULT_TAG))
     result = json.loads(line[len(RESULT_TAG):])
     result["process_seconds"] = process_seconds
+    result["others_cpus"] = meter.others_cpus()
     return Measurement(
         name=name,
         frames=result.pop("frames"),
         seconds=result.pop("seconds"),
         size=data.size,
-        peak_rss_kib=max(result.pop("peak_rss_kib"), result["children_peak_rss_kib"]),
+        main_peak_kib=result.pop("main_peak_kib"),
+        tree=sampler.peak,
         cpu_seconds=usage.ru_utime + usage.ru_stime,
         extra=result,
     )
 
 
-def measure_best(name: str, kind: str, data: Dataset, out: Path, repeat: int) -> Measurement:
-    """Fastest of ``repeat`` runs (a 2-core VM is noisy); peak RSS is the worst seen."""
-    runs = [measure(name, kind, data, out) for _ in range(max(1, repeat))]
+def best_of(runs: list[Measurement]) -> Measurement:
+    """The fastest run (a small shared VM is noisy); peak RSS is the worst seen."""
     best = min(runs, key=lambda m: m.seconds)
-    best.peak_rss_kib = max(m.peak_rss_kib for m in runs)
+    best.main_peak_kib = max(m.main_peak_kib for m in runs)
+    best.tree = max((m.tree for m in runs), key=lambda t: t.pss_kib)
     best.extra["runs_seconds"] = [round(m.seconds, 3) for m in runs]
     return best
 
@@ -430,6 +535,45 @@ def mliplake_status() -> str | None:
     return lines[-1] if lines else f"exit {proc.returncode}"
 
 
+class CpuMeter:
+    """CPU time the whole machine spent, minus ours, since construction (from /proc/stat)."""
+
+    def __init__(self) -> None:
+        self.t0, self.busy0, self.ours0 = time.perf_counter(), self._busy(), self._ours()
+
+    @staticmethod
+    def _busy() -> float:
+        with open("/proc/stat") as fh:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fh.readline().split()[1:9])
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _ours() -> float:
+        import resource
+
+        return sum(
+            u.ru_utime + u.ru_stime
+            for u in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+        )
+
+    def others_cpus(self) -> float:
+        others = (self._busy() - self.busy0) - (self._ours() - self.ours0)
+        return max(0.0, others / (time.perf_counter() - self.t0))
+
+
+SETTLE = {"max_wait": 30.0}  # set from --settle
+
+
+def settle(threshold: float = 0.2, window: float = 2.0) -> None:
+    """Wait, up to SETTLE seconds, until other processes leave the CPUs alone."""
+    deadline = time.perf_counter() + SETTLE["max_wait"]
+    while time.perf_counter() < deadline:
+        meter = CpuMeter()
+        time.sleep(window)
+        if meter.others_cpus() < threshold:
+            return
+
+
 # --------------------------------------------------------------------------- benchmark
 
 
@@ -438,6 +582,8 @@ class Results:
     data: Dataset
     rows: list[Measurement]
     ase_scaled_from: int | None = None
+    # CPUs kept busy by other processes during the run: the noise level on a shared box.
+    others_cpus: float = 0.0
     mliplake_missing: str | None = None
     scale: list[tuple[Dataset, Measurement]] = field(default_factory=list)
 
@@ -445,12 +591,14 @@ class Results:
         return next((m for m in self.rows if m.name == name), None)
 
 
-def bench_extxyz(data: Dataset, work: Path, repeat: int) -> Measurement:
-    return measure_best("extxyz parser", "extxyz", data, work / "unused", repeat)
+def bench_extxyz(data: Dataset, work: Path) -> Measurement:
+    settle()
+    return measure("extxyz parser", "extxyz", data, work / "unused")
 
 
 def bench_asedb(data: Dataset, work: Path, limit: int | None) -> tuple[Measurement, int | None]:
     """ase.io + ase.db on the whole file, or on its first ``limit`` frames."""
+    settle()
     if limit is None or limit >= data.frames:
         return measure("ase.io + ase.db", "asedb", data, work / "ase.db"), None
     part = work / f"{data.path.stem}_first{limit}.extxyz"
@@ -458,27 +606,56 @@ def bench_asedb(data: Dataset, work: Path, limit: int | None) -> tuple[Measureme
     return measure("ase.io + ase.db", "asedb", Dataset(part, frames, atoms), work / "ase.db"), frames
 
 
-def bench_mliplake(data: Dataset, work: Path, repeat: int = 1) -> Measurement:
-    m = measure_best("mliplake deposit", "mliplake", data, work / f"lake_{data.frames}", repeat)
+def bench_mliplake(data: Dataset, work: Path) -> Measurement:
+    settle()
+    return measure("mliplake deposit", "mliplake", data, work / f"lake_{data.frames}")
+
+
+def check_report(m: Measurement, data: Dataset) -> Measurement:
     expected = (data.frames, 0, 0)
     got = (m.extra["stored"], m.extra["duplicates"], m.extra["quarantined"])
     if got != expected:
-        m.note = f"stored/duplicates/quarantined = {got}, expected {expected}"
+        # Every generated frame is valid and unique; for --input files this may be legitimate.
+        m.note = f"reported stored/duplicates/quarantined = {got} for {data.frames} frames"
     return m
+
+
+def run_interleaved(data: Dataset, work: Path, repeat: int, skip: set[str]) -> list[Measurement]:
+    """Best of ``repeat`` runs of the extxyz and mliplake paths, alternating.
+
+    Alternating makes both sides of the key ratio see the same machine weather.
+    """
+    benches = {"extxyz": bench_extxyz, "mliplake": bench_mliplake}
+    runs: dict[str, list[Measurement]] = {k: [] for k in benches if k not in skip}
+    for _ in range(max(1, repeat) if runs else 0):
+        for kind, bench in benches.items():
+            if kind in runs:
+                runs[kind].append(bench(data, work))
+        print("  " + ", ".join(f"{k} {v[-1].seconds:.2f} s" for k, v in runs.items()), flush=True)
+    best = {k: best_of(v) for k, v in runs.items()}
+    if "mliplake" in best:
+        check_report(best["mliplake"], data)
+    return list(best.values())
 
 
 def run_scale(work: Path, sizes: list[int], seed: int) -> list[tuple[Dataset, Measurement]]:
     out = []
     for n in sizes:
         data = prepare(work, n, seed)
-        out.append((data, bench_mliplake(data, work)))
-        print(f"  scale {n:>6} frames: peak RSS {out[-1][1].peak_mib:.0f} MiB", flush=True)
+        out.append((data, check_report(bench_mliplake(data, work), data)))
+        m = out[-1][1]
+        print(f"  scale {n:>6} frames: main RSS {m.main_mib:.0f} MiB, all processes PSS {m.tree.pss_mib:.0f} MiB",
+              flush=True)
     return out
 
 
 def run_profile(data: Dataset, work: Path) -> str:
-    m = measure("mliplake deposit (cProfile)", "profile", data, work / "lake_profile")
-    return Path(m.extra["profile"]).read_text()
+    # cProfile sees only the process it runs in; with one worker the per-frame work
+    # happens where it can be seen instead of behind a wait on a process pool.
+    env = {"MLIPLAKE_WORKERS": "1"}
+    m = measure("mliplake deposit (cProfile)", "profile", data, work / "lake_profile", env=env)
+    head = f"cProfile of mliplake deposit with {env} (sequential path), {m.seconds:.2f} s under the profiler\n"
+    return head + Path(m.extra["profile"]).read_text()
 
 
 # --------------------------------------------------------------------------- reporting
@@ -532,8 +709,10 @@ def _fmt_ratio(value: float | None, target: float) -> str:
 
 def results_table(res: Results) -> list[str]:
     lines = [
-        "| path | frames measured | seconds (whole file) | frames/s | MB/s | peak RSS MiB | CPU % |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| path | frames measured | seconds (whole file) | frames/s | MB/s "
+        "| peak RSS MiB (main process) | peak PSS MiB (all processes) | processes at peak | CPU % "
+        "| CPUs busy with other work |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for m in res.rows:
         scaled = m.name.startswith("ase") and res.ase_scaled_from is not None
@@ -541,35 +720,43 @@ def results_table(res: Results) -> list[str]:
         star = "\\*" if scaled else ""
         lines.append(
             f"| {m.name} | {m.frames:,} | {seconds:,.1f}{star} | {m.fps:,.0f} | {m.mbps:,.1f} "
-            f"| {m.peak_mib:,.0f} | {m.cpu_pct:.0f} |"
+            f"| {m.main_mib:,.0f} | {m.tree.pss_mib:,.0f} | {m.tree.processes} | {m.cpu_pct:.0f} "
+            f"| {m.extra['others_cpus']:.2f} |"
         )
     if res.mliplake_missing:
-        lines.append("| mliplake deposit | – | – | – | – | – | – |")
+        lines.append("| mliplake deposit |" + " – |" * 9)
     return lines
 
 
 def scale_table(res: Results) -> list[str]:
     lines = [
-        "| frames | atoms | file MB | seconds | frames/s | peak RSS MiB | RSS after imports MiB |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| frames | atoms | file MB | seconds | frames/s | peak RSS MiB (main process) "
+        "| main RSS after imports MiB | peak PSS MiB (all processes) | of which anonymous MiB |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for data, m in res.scale:
         lines.append(
             f"| {data.frames:,} | {data.atoms:,} | {data.size / 1e6:,.1f} | {m.seconds:,.1f} | {m.fps:,.0f} "
-            f"| {m.peak_mib:,.0f} | {m.extra['base_rss_kib'] / 1024:,.0f} |"
+            f"| {m.main_mib:,.0f} | {m.extra['base_rss_kib'] / 1024:,.0f} | {m.tree.pss_mib:,.0f} "
+            f"| {m.tree.anon_mib:,.0f} |"
         )
     (d0, m0), (d1, m1) = res.scale[0], res.scale[-1]
-    grow = m1.peak_rss_kib / m0.peak_rss_kib
-    # Above the import baseline is what the ingest itself holds; streaming keeps it flat.
-    held0 = (m0.peak_rss_kib - m0.extra["base_rss_kib"]) / 1024
-    held1 = (m1.peak_rss_kib - m1.extra["base_rss_kib"]) / 1024
+    # Judged on anonymous memory: file-backed pages (an mmap of the input) are page
+    # cache the kernel can drop, though they do show in RSS.
+    grow = m1.tree.anon_kib / m0.tree.anon_kib
+    per_10k = (m1.tree.anon_kib - m0.tree.anon_kib) / 1024 / ((d1.frames - d0.frames) / 10_000)
+    verdict = "flat: streaming" if grow < 1.2 else f"grows by ~{per_10k:,.0f} MiB per 10k frames: not fully streaming"
     lines += [
         "",
-        f"{d1.frames / d0.frames:.0f}x the frames -> {grow:.2f}x the peak RSS; above the import "
-        f"baseline {held0:,.0f} MiB -> {held1:,.0f} MiB "
-        f"({'bounded' if grow < 1.5 else 'GROWS with input size'}).",
+        f"{d1.frames / d0.frames:.0f}x the frames -> main-process RSS x{m1.main_peak_kib / m0.main_peak_kib:.2f}, "
+        f"all-process PSS x{m1.tree.pss_kib / m0.tree.pss_kib:.2f}, anonymous x{grow:.2f} ({verdict}).",
     ]
     return lines
+
+
+def _trajectory(path: Path) -> str:
+    meta = path.with_suffix(".json")
+    return str(json.loads(meta.read_text()).get("trajectory", 1)) if meta.exists() else "?"
 
 
 def render_section(res: Results, mach: dict[str, str], synthetic: bool, repeat: int) -> str:
@@ -578,7 +765,9 @@ def render_section(res: Results, mach: dict[str, str], synthetic: bool, repeat: 
         f"synthetic MPtrj-like extxyz `{d.path.name}` (seeded): {SIZE_MIN}-{SIZE_MAX} atoms/frame "
         f"(log-normal, median {SIZE_MEDIAN:g}), random element subsets of Z=1..{MAX_Z}, periodic "
         f"triclinic cells, energy / forces / 3x3 stress, `config_type`, `temperature`, "
-        f"a `_JSON` info value every {JSON_EVERY}th frame"
+        f"a `_JSON` info value every {JSON_EVERY}th frame; relaxation-like trajectories of "
+        f"{_trajectory(d.path)} frames per structure (same atoms and composition, perturbed positions and cell), "
+        f"as in MPtrj (`--trajectory 1`: every frame a new composition)"
         if synthetic
         else f"`{d.path}`"
     )
@@ -592,6 +781,8 @@ def render_section(res: Results, mach: dict[str, str], synthetic: bool, repeat: 
         f"- Software: {mach['versions']}; git {mach['git']}",
         f"- Input: {source}",
         f"- Size: {d.frames:,} frames, {d.atoms:,} atoms, {d.size / 1e6:,.1f} MB",
+        f"- Other processes kept {res.others_cpus:.2f} of {mach['nproc']} CPUs busy on average during the run"
+        + (" (a shared machine: expect noise)" if res.others_cpus > 0.2 else ""),
         "",
         *results_table(res),
         "",
@@ -603,10 +794,6 @@ def render_section(res: Results, mach: dict[str, str], synthetic: bool, repeat: 
         out += [f"mliplake was not measured: `{res.mliplake_missing}`.", ""]
     if mlip and mlip.note:
         out += [f"Warning: mliplake {mlip.note}.", ""]
-    for m in res.rows:
-        if m.extra.get("children_peak_rss_kib"):
-            out += [f"{m.name} spawned processes; the largest peaked at "
-                    f"{m.extra['children_peak_rss_kib'] / 1024:,.0f} MiB (peak RSS shows the max of all).", ""]
     out += [
         "Throughput ratios (frames/s):",
         "",
@@ -618,10 +805,15 @@ def render_section(res: Results, mach: dict[str, str], synthetic: bool, repeat: 
         out += ["Peak memory of `mliplake deposit` against input size (`--scale`):", "", *scale_table(res), ""]
     out += [
         "Each path runs in its own fresh Python process (extxyz and mliplake: best of "
-        f"{repeat}, ase.db: one run); seconds exclude interpreter start-up and "
-        "imports; peak RSS is the process's own high-water mark (`VmHWM`, imports included; "
-        "`ru_maxrss` would inherit the parent's peak across fork + exec); "
-        "CPU % is that process's CPU time over its wall time.",
+        f"{repeat} interleaved runs, ase.db and `--scale`: one run); seconds exclude interpreter start-up and "
+        "imports. Peak RSS (main process) is its exact high-water mark (`VmHWM`, imports included; "
+        "`ru_maxrss` would inherit the parent's peak across fork + exec) but does not see worker "
+        "processes; peak PSS (all processes) sums `smaps_rollup` PSS over the process and all its "
+        "descendants, sampled every 50 ms (PSS shares pages a fork leaves in common instead of "
+        "counting them once per process). CPU % is the CPU time of the process and its reaped "
+        "children over its wall time (> 100 %: more than one core). Before each run the script waits "
+        "(up to `--settle` seconds) for other processes to go idle; the last column is how many CPUs "
+        "other work kept busy during that run (from /proc/stat), so a noisy row shows as one.",
         "",
         "Reproduce: `.venv/bin/python bench/ingest.py --frames 30000` "
         "(add `--scale` for the memory check, `--profile` for a cProfile of the deposit).",
@@ -648,7 +840,7 @@ def write_section(doc: Path, section: str) -> None:
 
 
 def print_summary(res: Results) -> None:
-    print()
+    print(f"\nother processes kept {res.others_cpus:.2f} CPUs busy on average during the run")
     print("\n".join(results_table(res)))
     mlip, ase_m, ext = res.get("mliplake deposit"), res.get("ase.io + ase.db"), res.get("extxyz parser")
     print(f"\nmliplake / (ase.io + ase.db): {_fmt_ratio(ratio(mlip, ase_m), 10)}")
@@ -671,12 +863,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=30000, help="frames to generate (default 30000)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trajectory", type=int, default=TRAJECTORY,
+                   help=f"frames per structure, as in MPtrj's relaxation trajectories (default {TRAJECTORY}; "
+                        "1: a new random composition every frame, the worst case)")
     p.add_argument("--input", type=Path, help="bench this extxyz file instead of a generated one")
     p.add_argument("--work", type=Path, default=DEFAULT_WORK, help="scratch dir (default bench/_work)")
     p.add_argument("--ase-frames", type=int, default=None,
                    help="run ase.io + ase.db on only the first N frames and scale (default: whole file)")
-    p.add_argument("--repeat", type=int, default=3,
-                   help="runs of the extxyz and mliplake paths; the fastest counts (default 3)")
+    p.add_argument("--repeat", type=int, default=5,
+                   help="interleaved runs of the extxyz and mliplake paths; the fastest counts (default 5)")
+    p.add_argument("--settle", type=float, default=30.0,
+                   help="before each run, wait up to this many seconds for other processes to go idle")
     p.add_argument("--scale", action="store_true", help="also check mliplake peak RSS on 10k and 40k frames")
     p.add_argument("--scale-frames", default="10000,40000", help="frame counts for --scale")
     p.add_argument("--profile", action="store_true", help="cProfile mliplake's deposit and print the top")
@@ -693,37 +890,38 @@ def main(argv: list[str] | None = None) -> int:
         run_worker(*args.worker)
         return 0
 
+    SETTLE["max_wait"] = args.settle
     args.work.mkdir(parents=True, exist_ok=True)
     if args.input:
         data = Dataset(args.input.resolve(), *count_file(args.input))
     else:
-        data = prepare(args.work, args.frames, args.seed, args.regen)
+        data = prepare(args.work, args.frames, args.seed, args.regen, args.trajectory)
     print(f"input: {data.path} ({data.frames:,} frames, {data.atoms:,} atoms, {data.size / 1e6:.1f} MB)", flush=True)
 
     skip = set(filter(None, args.skip.split(",")))
     res = Results(data, [])
-    if "extxyz" not in skip:
-        res.rows.append(bench_extxyz(data, args.work, args.repeat))
-        print(f"  extxyz parser: {res.rows[-1].seconds:.1f} s", flush=True)
+    meter = CpuMeter()
+    res.mliplake_missing = mliplake_status()
+    if res.mliplake_missing:
+        print(f"  mliplake: cannot import mliplake.Lake ({res.mliplake_missing}); skipped", flush=True)
+        skip.add("mliplake")
     if "asedb" not in skip:
         m, res.ase_scaled_from = bench_asedb(data, args.work, args.ase_frames)
         res.rows.append(m)
         print(f"  ase.io + ase.db: {m.seconds:.1f} s for {m.frames:,} frames", flush=True)
 
-    res.mliplake_missing = mliplake_status()
-    if res.mliplake_missing:
-        print(f"  mliplake: cannot import mliplake.Lake ({res.mliplake_missing}); skipped", flush=True)
-    else:
-        if "mliplake" not in skip:
-            res.rows.append(bench_mliplake(data, args.work, args.repeat))
-            print(f"  mliplake deposit: {res.rows[-1].seconds:.1f} s", flush=True)
-        if args.scale:
-            res.scale = run_scale(args.work, [int(n) for n in args.scale_frames.split(",")], args.seed)
+    fast = run_interleaved(data, args.work, args.repeat, skip)
+    order = ["extxyz parser", "ase.io + ase.db", "mliplake deposit"]
+    res.rows = sorted(res.rows + fast, key=lambda m: order.index(m.name))
+    if args.scale and not res.mliplake_missing:
+        res.scale = run_scale(args.work, [int(n) for n in args.scale_frames.split(",")], args.seed)
 
+    res.others_cpus = meter.others_cpus()
     print_summary(res)
     (args.work / "ingest_results.json").write_text(json.dumps(
         {"frames": data.frames, "atoms": data.atoms, "bytes": data.size,
-         "rows": [{"name": m.name, "frames": m.frames, "seconds": m.seconds, "peak_rss_kib": m.peak_rss_kib,
+         "rows": [{"name": m.name, "frames": m.frames, "seconds": m.seconds, "main_peak_kib": m.main_peak_kib,
+                   "tree": dataclasses.asdict(m.tree),
                    "cpu_seconds": m.cpu_seconds, **m.extra} for m in res.rows]}, indent=2))
 
     if args.profile and not res.mliplake_missing:

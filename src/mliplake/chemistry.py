@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import string
-from functools import reduce
 from math import gcd
 
 import numpy as np
@@ -40,45 +39,60 @@ def _fmt(sym: str, n: int) -> str:
     return sym if n == 1 else f"{sym}{n}"
 
 
+# Z in alphabetical order of their symbols (OPTIMADE orders elements alphabetically)
+_ALPHA = np.array(sorted(range(1, MAX_Z + 1), key=lambda z: chemical_symbols[z]))
+_ALPHA_SYMBOLS = [chemical_symbols[z] for z in _ALPHA]
+_POW2 = np.array([1 << z for z in range(64)], dtype=np.uint64)
+
 _CACHE: dict[bytes, dict[str, object]] = {}
 _CACHE_MAX = 200_000
 
 
-def composition_of(counts: np.ndarray) -> dict[str, object]:
-    """``composition_columns``, remembered: datasets repeat compositions (MD runs, relaxations)."""
-    key = counts.tobytes()
-    hit = _CACHE.get(key)
-    if hit is None:
-        hit = composition_columns(counts)
-        if len(_CACHE) >= _CACHE_MAX:
-            _CACHE.clear()
-        _CACHE[key] = hit
-    return hit
+def compositions(counts: np.ndarray) -> list[dict[str, object]]:
+    """Composition columns for each row of a (frames, MAX_Z + 1) count matrix; repeated rows are
+    computed once (datasets repeat compositions: MD runs, relaxations, strain series)."""
+    counts = np.ascontiguousarray(counts, dtype=np.uint32)
+    alpha = counts[:, _ALPHA]
+    out: list[dict[str, object]] = []
+    for i in range(len(counts)):
+        key = counts[i].tobytes()
+        hit = _CACHE.get(key)
+        if hit is None:
+            nz = np.flatnonzero(alpha[i])
+            hit = _columns([_ALPHA_SYMBOLS[j] for j in nz], alpha[i, nz].tolist(), _ALPHA[nz].tolist())
+            if len(_CACHE) >= _CACHE_MAX:
+                _CACHE.clear()
+            _CACHE[key] = hit
+        out.append(hit)
+    return out
 
 
 def composition_columns(counts: np.ndarray) -> dict[str, object]:
     """Derived columns for one composition given as counts per Z (length MAX_Z + 1)."""
-    zs = np.flatnonzero(counts)
-    pairs = sorted((chemical_symbols[z], int(counts[z])) for z in zs)  # alphabetical, as OPTIMADE
-    elements = [e for e, _ in pairs]
-    n_sorted = [n for _, n in pairs]
-    total = sum(n_sorted)
-    g = reduce(gcd, n_sorted) if n_sorted else 1
-    reduced = "".join(_fmt(e, n // g) for e, n in zip(elements, n_sorted))
-    if "C" in elements:
-        hill_order = ["C"] + (["H"] if "H" in elements else []) + [e for e in elements if e not in ("C", "H")]
+    return compositions(np.asarray(counts).reshape(1, -1))[0]
+
+
+def _columns(elements: list[str], ns: list[int], zs: list[int]) -> dict[str, object]:
+    total = sum(ns)
+    g = gcd(*ns) if ns else 1
+    reduced = "".join(e if n == g else f"{e}{n // g}" for e, n in zip(elements, ns))
+    by_sym = dict(zip(elements, ns))
+    if "C" in by_sym:
+        hill_order = ["C"] + (["H"] if "H" in by_sym else []) + [e for e in elements if e not in ("C", "H")]
     else:
         hill_order = elements
-    by_sym = dict(zip(elements, n_sorted))
     hill = "".join(_fmt(e, by_sym[e]) for e in hill_order)
-    anon_counts = sorted((n // g for n in n_sorted), reverse=True)
-    anonymous = "".join(_fmt(ANON[i], n) for i, n in enumerate(anon_counts))
-    lo = sum(1 << int(z) for z in zs if z < 64)
-    hi = sum(1 << (int(z) - 64) for z in zs if z >= 64)
+    anonymous = "".join(_fmt(ANON[i], n // g) for i, n in enumerate(sorted(ns, reverse=True)))
+    lo = hi = 0
+    for z in zs:
+        if z < 64:
+            lo |= 1 << z
+        else:
+            hi |= 1 << (z - 64)
     return {
         "elements": elements,
         "nelements": len(elements),
-        "elements_ratios": [n / total for n in n_sorted],
+        "elements_ratios": [n / total for n in ns],
         "chemical_formula_reduced": reduced,
         "chemical_formula_hill": hill,
         "chemical_formula_anonymous": anonymous,

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import hashing
-from .chemistry import MAX_Z, Z_OF, composition_of
+from .chemistry import MAX_Z, Z_OF, compositions
 from .manifest import ALIASES, Manifest, Units
 from .readers import RawFrame
 from .schema import CONFIGURATIONS, HASH_VERSION, LABELS
@@ -445,7 +445,7 @@ def _columns(b: _Batch, ctx: FileContext) -> tuple[pa.Table | None, dict[int, st
 
     counts = np.bincount(frame_of_atom * (MAX_Z + 1) + numbers, minlength=len(nsites) * (MAX_Z + 1))
     counts = counts.reshape(len(nsites), MAX_Z + 1)
-    comps = [composition_of(row) for row in counts.astype(np.uint32)]
+    comps = compositions(counts)
 
     struct_hashes = hashing.structure_hashes(numbers, positions, offsets, cells, pbcs)
     other = {name: b.labels[name] for name in ("charges", "magmoms", "dipole")}
