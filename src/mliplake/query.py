@@ -82,6 +82,8 @@ def _records_table(records: list[dict[str, Any]]) -> pa.Table:
 def connect(lake: Lake, allow_paths: bool = False) -> duckdb.DuckDBPyConnection:
     """A fresh in-memory DuckDB connection with the lake's views."""
     con = duckdb.connect(":memory:", config={"threads": str(min(os.cpu_count() or 1, 8))})
+    # shards are immutable once committed (new attempts get new names): their footers can be cached
+    con.execute("SET parquet_metadata_cache = true")
     if not lake.local:
         con.register_filesystem(lake.fs)
     records = lake.records()
