@@ -36,6 +36,19 @@ def ingest_cmd(lake_dir, path):
     return [sys.executable, "-m", "mliplake.cli", "--lake", str(lake_dir), "deposit", str(path), "--dataset", "crash"]
 
 
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    if text.encode() in f.read():
+                        pids.append(int(d))
+            except OSError:
+                pass
+    return pids
+
+
 def assert_consistent(lake: Lake, expect_rows: set[int]):
     """Readers see a whole deposit or none; every Parquet file under a final name is complete."""
     n = lake.configurations(columns=["config_id"]).num_rows if lake.records() else 0
@@ -78,6 +91,9 @@ def test_killed_ingest_never_leaves_partial_state(tmp_path):
             proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert_consistent(Lake(lake_dir), {0, FRAMES})
+    # no worker outlives its killed parent (they would block forever on a pipe nobody reads)
+    time.sleep(1.0)
+    assert _processes_mentioning(str(lake_dir)) == []
     out = subprocess.run(ingest_cmd(lake_dir, path), env=env, check=True, capture_output=True, text=True)
     assert "stored 30000" in out.stdout, out.stdout
     lake = Lake(lake_dir)

@@ -8,7 +8,6 @@ sequential reader, which knows how to recover frame by frame.
 """
 from __future__ import annotations
 
-import mmap
 import multiprocessing as mp
 import os
 from collections.abc import Iterator
@@ -50,25 +49,27 @@ def wanted(path: Path, fmt: str) -> bool:
 
 
 def chunks(path: Path, chunk_frames: int = CHUNK_FRAMES) -> Iterator[Chunk]:
-    """Frame boundaries from the atom-count lines, scanned window by window.
+    """Frame boundaries from the atom-count lines, read window by window (memory stays flat).
 
     Only short lines can be counts (atom lines carry a symbol and three numbers),
     so only those are decoded; the walk from count to count is one step per frame.
     """
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        size = len(mm)
-        skip = 0  # lines still to skip before the next count line
-        index = chunk_index = chunk_start = 0
-        line_start = base = 0
-        while base < size:
-            end = min(size, base + WINDOW)
-            window = mm[base:end]
-            nl = np.flatnonzero(np.frombuffer(window, dtype=np.uint8) == 10) + base
-            if end == size and (not len(nl) or nl[-1] != size - 1):
-                nl = np.append(nl, size)  # a last line without its newline
-            starts = np.concatenate([[line_start], nl[:-1] + 1])
+    size = path.stat().st_size
+    skip = 0  # lines still to skip before the next count line
+    index = chunk_index = chunk_start = 0
+    carry = b""  # the start of a line cut by the window's end
+    base = 0  # file offset of carry[0]
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(WINDOW)
+            data = carry + block
+            last = not block
+            nl = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+            if last and (not len(nl) or nl[-1] != len(data) - 1) and data:
+                nl = np.append(nl, len(data))  # a last line without its newline
+            starts = np.concatenate([[0], nl[:-1] + 1]) if len(nl) else np.zeros(0, dtype=np.int64)
             short = np.flatnonzero(nl - starts <= 24)
-            values = {int(k): bytes(mm[starts[k]:nl[k]]).strip() for k in short}
+            values = {int(k): data[starts[k]:nl[k]].strip() for k in short}
             k, n_lines = skip, len(nl)
             while k < n_lines:
                 text = values.get(k)
@@ -76,21 +77,25 @@ def chunks(path: Path, chunk_frames: int = CHUNK_FRAMES) -> Iterator[Chunk]:
                     if text == b"":
                         k += 1  # blank lines between frames
                         continue
-                    raise ScanError(f"expected an atom count at byte {starts[k]}")
+                    raise ScanError(f"expected an atom count at byte {base + int(starts[k])}")
+                at = base + int(starts[k])
                 if index - chunk_index == chunk_frames:
-                    yield Chunk(chunk_index, chunk_start, index - chunk_index, int(starts[k]))
-                    chunk_index, chunk_start = index, int(starts[k])
+                    yield Chunk(chunk_index, chunk_start, index - chunk_index, at)
+                    chunk_index, chunk_start = index, at
                 elif index == 0:
-                    chunk_start = int(starts[k])
+                    chunk_start = at
                 index += 1
                 k += int(text) + 2
             skip = k - n_lines
-            line_start = int(nl[-1]) + 1 if len(nl) else end
-            base = end
-        if skip > 0:
-            raise ScanError("the last frame is truncated")
-        if index > chunk_index:
-            yield Chunk(chunk_index, chunk_start, index - chunk_index, size)
+            if last:
+                break
+            cut = int(nl[-1]) + 1 if len(nl) else 0
+            carry = data[cut:]
+            base += cut
+    if skip > 0:
+        raise ScanError("the last frame is truncated")
+    if index > chunk_index:
+        yield Chunk(chunk_index, chunk_start, index - chunk_index, size)
 
 
 def _work(path: str, chunk: Chunk, ctx: FileContext) -> tuple[bytes, list[Rejection], dict[str, int]] | None:
@@ -107,11 +112,27 @@ def _work(path: str, chunk: Chunk, ctx: FileContext) -> tuple[bytes, list[Reject
     return sink.getvalue().to_pybytes(), rejected, usage
 
 
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGKILL when the process that forked it dies (even by SIGKILL), instead
+    of lingering forever, blocked on a result pipe that nobody reads."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def pool() -> ProcessPoolExecutor:
     """Workers forked from this process: no re-import of the caller's ``__main__`` (which spawn
     and forkserver need), and they inherit the loaded modules.  The workers only parse and
     build Arrow arrays, which needs none of the threads a fork leaves behind."""
-    return ProcessPoolExecutor(max_workers=workers(), mp_context=mp.get_context("fork"))
+    return ProcessPoolExecutor(max_workers=workers(), mp_context=mp.get_context("fork"),
+                               initializer=_die_with_parent)
 
 
 def normalise_file(path: Path, ctx: FileContext) -> Iterator[tuple[pa.Table, list[Rejection], dict[str, int], int]]:
