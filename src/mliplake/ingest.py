@@ -179,10 +179,14 @@ ROW_GROUP = 65_536
 
 
 class _ShardWriter:
-    """Streams tables into size-bounded Parquet shards, each published atomically; batches are
-    gathered into full row groups, which is what makes later scans fast."""
+    """Streams tables into size-bounded Parquet shards, each published atomically.
+
+    Batches are gathered into full row groups (what makes later scans fast), and each row group is
+    encoded on a background thread (pyarrow releases the GIL), so the reading side keeps going."""
 
     def __init__(self, lake: Lake, directory: str, attempt: str) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self.lake, self.dir, self.attempt = lake, directory, attempt
         self.paths: list[str] = []
         self.bytes = 0
@@ -191,6 +195,8 @@ class _ShardWriter:
         self._rows = 0
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mliplake-shards")
+        self._inflight = None
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows == 0:
@@ -205,6 +211,15 @@ class _ShardWriter:
             return
         table = pa.concat_tables(self._pending)
         self._pending, self._pending_rows = [], 0
+        self._wait()  # one row group in flight at a time: memory stays bounded
+        self._inflight = self._thread.submit(self._write_now, table)
+
+    def _wait(self) -> None:
+        if self._inflight is not None:
+            self._inflight.result()  # re-raises a failed write here
+            self._inflight = None
+
+    def _write_now(self, table: pa.Table) -> None:
         if self._writer is None:
             path = f"{self.dir}/part-{self.attempt}-{len(self.paths):05d}.parquet"
             self._ctx = self.lake.atomic_open(path)
@@ -219,6 +234,8 @@ class _ShardWriter:
 
     def close(self) -> None:
         self._flush()
+        self._wait()
+        self._thread.shutdown()
         self._close_file()
 
     def _close_file(self) -> None:
