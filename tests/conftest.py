@@ -85,3 +85,29 @@ def sample_files(name: str) -> list[Path]:
 
 def deposit_sample(lake, name: str):
     return lake.deposit(sample_files(name), manifest=SAMPLES[name] / "manifest.yaml")
+
+
+# ---------------------------------------------------------------- OpenSearch (osmem-server)
+
+
+def start_osmem(port: int = 0):
+    """osmem-server (PyPI: an in-memory OpenSearch-API server) in its own process on 127.0.0.1.
+
+    Port 0 lets the server pick a free port; pass the port of a stopped one to restart it there.
+    The server exits with this process (``--parent-pid``) even if a test dies before stopping it.
+    """
+    from osmem_server import OsmemServer
+
+    return OsmemServer.start(addr=f"127.0.0.1:{port}", japanese=False)
+
+
+@pytest.fixture(scope="session")
+def opensearch_url():
+    """A real OpenSearch API: ``$MLIPLAKE_TEST_OPENSEARCH_URL`` if set (nothing is started), else osmem-server."""
+    external = os.environ.get("MLIPLAKE_TEST_OPENSEARCH_URL")
+    if external:
+        yield external
+        return
+    server = start_osmem()
+    yield server.url
+    server.close()
