@@ -19,6 +19,18 @@ class LakeResource(dg.ConfigurableResource):
         return mliplake.Lake(self.url)
 
 
+class SearchResource(dg.ConfigurableResource):
+    """OpenSearch (``$MLIPLAKE_OPENSEARCH_URL``); empty: the embedded engine, DuckDB over the lake."""
+
+    url: str = ""
+
+    def client(self):  # noqa: ANN201
+        from mliplake import search
+
+        return search.connect(self.url)
+
+
 def resources() -> dict[str, object]:
     url = dg.EnvVar("MLIPLAKE_LAKE") if os.environ.get("MLIPLAKE_LAKE") else DEFAULT_LAKE
-    return {"lake": LakeResource(url=url)}
+    search_url = dg.EnvVar("MLIPLAKE_OPENSEARCH_URL") if os.environ.get("MLIPLAKE_OPENSEARCH_URL") else ""
+    return {"lake": LakeResource(url=url), "opensearch": SearchResource(url=search_url)}

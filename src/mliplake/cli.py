@@ -168,18 +168,77 @@ def sql(ctx: click.Context, query: str, fmt: str, out: Path | None, untrusted: b
 @_fail_on_user_error
 def search(ctx: click.Context, filter: str, limit: int, columns: str | None, as_json: bool, only_count: bool) -> None:
     """Configurations matching a filter (OPTIMADE filter language, see docs/query.md)."""
+    from .search import SearchError, engine_for
+
     lake = _lake(ctx)
-    n = lake.count(filter)
-    if only_count:
-        click.echo(n)
-        return
-    cols = [c.strip() for c in columns.split(",")] if columns else None
-    tab = lake.search(filter, columns=cols, limit=limit)
+    engine = engine_for(lake)  # OpenSearch when $MLIPLAKE_OPENSEARCH_URL is set, DuckDB otherwise
+    try:
+        n = engine.count(filter)
+        if only_count:
+            click.echo(n)
+            return
+        cols = [c.strip() for c in columns.split(",")] if columns else None
+        tab = engine.search(filter, columns=cols, limit=limit)
+    except SearchError as e:
+        raise click.ClickException(str(e)) from None
     if as_json:
         click.echo(json.dumps({"count": n, "rows": tab.to_pylist()}, indent=1, default=str))
         return
     click.echo(f"{n} configurations" + (f" (first {tab.num_rows})" if n > tab.num_rows else ""))
     click.echo(table(tab.to_pylist(), tab.column_names))
+
+
+@main.group()
+def index() -> None:
+    """The OpenSearch index ($MLIPLAKE_OPENSEARCH_URL): rebuild, status, reconcile."""
+
+
+def _search_client():  # noqa: ANN202
+    import os
+
+    from . import search
+
+    url = os.environ.get("MLIPLAKE_OPENSEARCH_URL")
+    if not url:
+        raise click.ClickException("no search server: set MLIPLAKE_OPENSEARCH_URL (searches use DuckDB without one)")
+    return search, search.connect(url)
+
+
+@index.command()
+@click.pass_context
+def rebuild(ctx: click.Context) -> None:
+    """Index the whole lake into a new index version and swap the alias to it atomically."""
+    search, client = _search_client()
+    try:
+        r = search.index_lake(_lake(ctx), client)
+    except search.SearchError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"{r.indexed} documents -> {r.index} (alias {r.alias}) in {r.seconds:.1f} s")
+
+
+@index.command()
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """Which index the alias points to, and how it compares with the lake."""
+    search, client = _search_client()
+    lake = _lake(ctx)
+    alias = search.index_name(lake)
+    current = search.current_index(client, alias)
+    if current is None:
+        click.echo(f"no index behind {alias}: run `mliplake index rebuild`")
+        return
+    docs = client.count(index=alias)["count"]
+    click.echo(f"{alias} -> {current}: {docs} documents; the lake has {lake.count()} configurations")
+
+
+@index.command()
+@click.pass_context
+def reconcile(ctx: click.Context) -> None:
+    """Find and repair drift between the lake and the index."""
+    search, client = _search_client()
+    r = search.reconcile(_lake(ctx), client)
+    click.echo(f"{r.index}: checked {r.checked}; indexed {len(r.missing)} missing, re-indexed {len(r.stale)} stale, "
+               f"deleted {len(r.extra)} extra")
 
 
 @main.command()
