@@ -54,15 +54,14 @@ class Compiler:
         return "'$." + ".".join(f'"{k}"' for k in field.path) + "'"
 
     def typed(self, field: Field, json_types: str, cast: str) -> str:
-        # one extraction, repeated verbatim: DuckDB evaluates the common subexpression once per row
-        v = f"json_extract({field.root}, {self.path(field)})"
-        return f"(CASE WHEN json_type({v}) IN {json_types} THEN CAST({v} AS {cast}) END)"
+        col, path = field.root, self.path(field)
+        return f"(CASE WHEN json_type({col}, {path}) IN {json_types} THEN CAST(json_extract({col}, {path}) AS {cast}) END)"
 
     def string_expr(self, field: Field) -> str:
         if field.spec:
             return field.spec.column
-        v = f"json_extract({field.root}, {self.path(field)})"
-        return f"(CASE WHEN json_type({v}) = 'VARCHAR' THEN json_extract_string({v}, '$') END)"
+        col, path = field.root, self.path(field)
+        return f"(CASE WHEN json_type({col}, {path}) = 'VARCHAR' THEN json_extract_string({col}, {path}) END)"
 
     def value_expr(self, field: Field, value: object) -> str:
         if field.spec:
