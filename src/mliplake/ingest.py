@@ -175,7 +175,7 @@ def _file_batches(path: Path, fmt: str, ctx: FileContext,
                len(frames) + len(errors), offset)
 
 
-ROW_GROUP = 65_536
+ROW_GROUP = 16_384  # measured: most of the scan speed-up of big groups, and sorted fetches stay fast
 
 
 class _ShardWriter:

@@ -22,7 +22,7 @@ from .normalise import FileContext, Rejection, normalise_batch
 
 # below this, worker start-up costs more than it saves
 MIN_BYTES = int(os.environ.get("MLIPLAKE_PARALLEL_MIN_BYTES", 16 << 20))
-CHUNK_FRAMES = 1000  # small: the last chunks decide how long both cores wait for the slowest
+CHUNK_FRAMES = 2500  # small: the last chunks decide how long both cores wait for the slowest
 WINDOW = 16 << 20  # the first chunk can start after a short scan
 
 
