@@ -112,6 +112,9 @@ def test_benchmark_equals_an_independent_evaluation(trained):
     f = np.concatenate(f_err).ravel()
     assert result["forces"]["rmse"] == pytest.approx(np.sqrt(np.mean(f**2)), rel=1e-6)
     assert row["energy_mae"] == result["energy_per_atom"]["mae"]
+    (view,) = lake.sql("SELECT model_id, energy_mae, forces_rmse, training_set_version FROM leaderboard "
+                       "WHERE benchmark = 'held-out-test'").fetchall()
+    assert view == (row["model_id"], row["energy_mae"], row["forces_rmse"], row["training_set_version"])
     assert lake.fs.exists(lake.path(ml.BENCHMARKS, row["model_id"], "held-out-test", "parity.png"))
 
 

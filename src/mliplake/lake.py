@@ -37,6 +37,15 @@ from fsspec.implementations.local import LocalFileSystem
 from .schema import CONFIGURATIONS, QUARANTINE
 
 DEFAULT_LAKE = "lake"
+LEADERBOARD_VIEW = """
+CREATE VIEW leaderboard AS
+SELECT b.model_id, b.benchmark, m.architecture, m.parameters, m.training_set.name AS training_set,
+       m.training_set.version AS training_set_version, m.license, m.created_at,
+       b.energy_per_atom.mae AS energy_mae, b.energy_per_atom.rmse AS energy_rmse, b.energy_per_atom.r2 AS energy_r2,
+       b.forces.mae AS forces_mae, b.forces.rmse AS forces_rmse, b.forces.r2 AS forces_r2,
+       b.configurations, b.missing_predictions, b.seconds
+FROM benchmarks b JOIN models m USING (model_id)
+"""
 SHARD_ROWS = int(os.environ.get("MLIPLAKE_SHARD_ROWS", 250_000))  # rows per Parquet shard
 
 
@@ -239,7 +248,8 @@ class Lake:
 
     def _records_signature(self) -> tuple:
         sig = []
-        for d in (self.path("tables", "deposits"), self.path("tables", "catalogue")):
+        for d in (self.path("tables", "deposits"), self.path("tables", "catalogue"), self.path("tables", "models"),
+                  self.path("tables", "benchmarks")):
             if self.fs.exists(d):
                 self.fs.invalidate_cache(d)
                 sig += sorted((e["name"], e.get("size"), str(e.get("mtime") or e.get("LastModified") or e.get("ETag")))
@@ -266,6 +276,15 @@ class Lake:
         for name, rel in (("catalogue", CARDS), ("key_registry", KEYS)):
             if self.fs.exists(self.path(rel)):
                 views.append(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{self.uri(self.path(rel))}')")
+        cards = self.fs.glob(self.path("tables", "models", "*", "card.json"))
+        results = self.fs.glob(self.path("tables", "benchmarks", "*", "*", "result.json"))
+        if cards:
+            files = ", ".join(f"'{self.uri(p)}'" for p in cards)
+            views.append(f"CREATE VIEW models AS SELECT * FROM read_json([{files}], union_by_name = true)")
+        if cards and results:
+            files = ", ".join(f"'{self.uri(p)}'" for p in results)
+            views.append(f"CREATE VIEW benchmarks AS SELECT * FROM read_json([{files}], union_by_name = true)")
+            views.append(LEADERBOARD_VIEW)
         return views
 
     def sql(self, query: str, untrusted: bool = False, **limits: Any) -> Any:
