@@ -46,7 +46,8 @@ def test_code_location_loads(defs):
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {"raw_deposits", "configurations", "datasets", "key_registry", "training_sets", "models",
-                    "benchmarks", "leaderboard", "generated_structures", "search_index", "search_index_reconciliation"}
+                    "benchmarks", "leaderboard", "generated_structures", "search_index", "search_index_reconciliation",
+                    "catalogue_index"}
     checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
     assert checks == {"labels_finite", "quarantine_rate", "no_extreme_outliers", "units_declared", "duplicate_rate"}
     assert defs.resolve_schedule_def("nightly_catalogue").cron_schedule == "0 2 * * *"

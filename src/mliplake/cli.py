@@ -188,6 +188,28 @@ def search(ctx: click.Context, filter: str, limit: int, columns: str | None, as_
     click.echo(table(tab.to_pylist(), tab.column_names))
 
 
+@main.command()
+@click.argument("text", required=False, default="")
+@click.option("--elements", help="Comma-separated symbols, as picked on a periodic table.")
+@click.option("--only", "mode", flag_value="only", help="Datasets with only these elements.")
+@click.option("--any", "mode", flag_value="any", help="Datasets with any of these elements.")
+@click.option("--all", "mode", flag_value="all", default=True, help="Datasets with all of these elements (default).")
+@click.option("--license", "license_", help="Only datasets under this licence (SPDX).")
+@click.option("--sort", type=click.Choice(["relevance", "size", "date"]), default="relevance", show_default=True)
+@click.pass_context
+def catalog(ctx: click.Context, text: str, elements: str | None, mode: str, license_: str | None, sort: str) -> None:
+    """Find datasets: free text over names, titles, descriptions, authors, methods, sampling; facets."""
+    from . import catalog_search
+
+    wanted = [e.strip() for e in elements.split(",")] if elements else None
+    r = catalog_search.search(_lake(ctx), text, wanted, mode, license_, sort)
+    click.echo(f"{r.total} datasets")
+    click.echo(table(r.datasets, ["dataset", "title", "configurations", "elements", "properties", "license",
+                                  "quality_score"]))
+    for facet, values in r.facets.items():
+        click.echo(f"{facet}: " + ", ".join(f"{v} ({n})" for v, n in values[:12]))
+
+
 @main.group()
 def index() -> None:
     """The OpenSearch index ($MLIPLAKE_OPENSEARCH_URL): rebuild, status, reconcile."""
@@ -208,12 +230,16 @@ def _search_client():  # noqa: ANN202
 @click.pass_context
 def rebuild(ctx: click.Context) -> None:
     """Index the whole lake into a new index version and swap the alias to it atomically."""
+    from . import catalog_search
+
     search, client = _search_client()
     try:
         r = search.index_lake(_lake(ctx), client)
+        n = catalog_search.index_catalogue(_lake(ctx), client)
     except search.SearchError as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"{r.indexed} documents -> {r.index} (alias {r.alias}) in {r.seconds:.1f} s")
+    click.echo(f"{r.indexed} documents -> {r.index} (alias {r.alias}) in {r.seconds:.1f} s; {n} dataset cards -> "
+               f"{catalog_search.ALIAS}")
 
 
 @index.command()

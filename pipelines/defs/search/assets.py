@@ -47,6 +47,19 @@ def search_index_reconciliation(context: dg.AssetExecutionContext, lake: LakeRes
     })
 
 
+@dg.asset(deps=["datasets"], group_name="search", kinds={"opensearch"},
+          automation_condition=dg.AutomationCondition.eager())
+def catalogue_index(context: dg.AssetExecutionContext, lake: LakeResource, opensearch: SearchResource) -> dg.MaterializeResult:
+    """The dataset cards in a full-text index (names, titles, descriptions, authors, methods, sampling),
+    with facets and element selections; rebuilt and swapped in whenever the catalogue changes."""
+    if not opensearch.url:
+        return dg.MaterializeResult(metadata={"engine": "embedded: the cards are searched directly"})
+    from mliplake import catalog_search
+
+    n = catalog_search.index_catalogue(lake.lake(), opensearch.client())
+    return dg.MaterializeResult(metadata={"engine": "opensearch", "datasets": n, "alias": catalog_search.ALIAS})
+
+
 reconcile_job = dg.define_asset_job("reconcile_search_index", selection=["search_index_reconciliation"])
 hourly_reconciliation = dg.ScheduleDefinition(name="search_reconciliation", job=reconcile_job,
                                               cron_schedule="17 * * * *",
