@@ -17,15 +17,6 @@ def element_mask(z: int) -> tuple[int, int]:
     return (1 << z, 0) if z < 64 else (0, 1 << (z - 64))
 
 
-def mask_of(elements: list[str]) -> tuple[int, int]:
-    lo = hi = 0
-    for e in elements:
-        a, b = element_mask(Z_OF[e])
-        lo |= a
-        hi |= b
-    return lo, hi
-
-
 def _anonymous_names() -> list[str]:
     # OPTIMADE: A, B, ..., Z, Aa, Ba, ..., Za, Ab, ...
     up, low = string.ascii_uppercase, string.ascii_lowercase
@@ -65,11 +56,6 @@ def compositions(counts: np.ndarray) -> list[dict[str, object]]:
             _CACHE[key] = hit
         out.append(hit)
     return out
-
-
-def composition_columns(counts: np.ndarray) -> dict[str, object]:
-    """Derived columns for one composition given as counts per Z (length MAX_Z + 1)."""
-    return compositions(np.asarray(counts).reshape(1, -1))[0]
 
 
 def _columns(elements: list[str], ns: list[int], zs: list[int]) -> dict[str, object]:

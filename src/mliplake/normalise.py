@@ -23,7 +23,6 @@ from .schema import CONFIGURATIONS, HASH_VERSION, LABELS
 from .units import UnitError, stress_to_3x3
 
 PER_ATOM = {k for k, (per_atom, _) in LABELS.items() if per_atom}
-LABEL_SHAPES = {"energy": (), "stress": None, "virial": None, "dipole": (3,)}  # None: 6 or 9 numbers
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -45,13 +44,6 @@ def _quote(s: str) -> str:
 
 def _files_sql(files: list[str]) -> str:
     return "[" + ", ".join(_quote(f) for f in files) + "]"
-
-
-@dataclass
-class Views:
-    """What the views were built from, to rebuild them when deposits change."""
-
-    signature: tuple
 
 
 def _records_table(records: list[dict[str, Any]]) -> pa.Table:

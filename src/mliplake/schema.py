@@ -76,11 +76,6 @@ QUARANTINE = pa.schema(
     ]
 )
 
-JSON_COLUMNS = ("info", "arrays", "method", "provenance")
-
-
-def empty_configurations() -> pa.Table:
-    return CONFIGURATIONS.empty_table()
 
 
 #: Parquet options: zstd; dictionary pages only for columns that repeat (floats do not).
