@@ -77,7 +77,6 @@ QUARANTINE = pa.schema(
 )
 
 
-
 #: Parquet options: zstd; dictionary pages only for columns that repeat (floats do not).
 PARQUET_OPTIONS = dict(
     compression="zstd",
