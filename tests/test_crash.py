@@ -69,28 +69,27 @@ def test_killed_ingest_never_leaves_partial_state(tmp_path):
     subprocess.run(ingest_cmd(tmp_path / "probe", path), env=env, check=True, capture_output=True)
     full = time.time() - t0
     rng = random.Random(7)
+
+    def run_and_kill() -> bool:
+        """One ingest, SIGKILLed at a random moment of a full run's length; True if it was killed."""
+        proc = subprocess.Popen(ingest_cmd(lake_dir, path), env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.1, full * 0.95))
+        killed = proc.poll() is None
+        if killed:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert_consistent(Lake(lake_dir), {0, FRAMES})
+        return killed
+
     kills = 0
     for attempt in range(6):
-        proc = subprocess.Popen(ingest_cmd(lake_dir, path), env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.1, full * 0.95))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
-        assert_consistent(Lake(lake_dir), {0, FRAMES})
+        kills += run_and_kill()
         if Lake(lake_dir).records():
-            # a committed deposit stays whole while later runs of it are killed
-            break
+            break  # committed: the next kills land on re-runs of a deposit that must stay whole
     assert kills >= 1
     for attempt in range(3):
-        proc = subprocess.Popen(ingest_cmd(lake_dir, path), env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.1, full * 0.95))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        assert_consistent(Lake(lake_dir), {0, FRAMES})
+        run_and_kill()
     # no worker outlives its killed parent (they would block forever on a pipe nobody reads)
     time.sleep(1.0)
     assert _processes_mentioning(str(lake_dir)) == []
