@@ -45,7 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from query import FILTERS, SEARCH_COLUMNS, machine, write_section  # noqa: E402  (bench/query.py)
+from perfdoc import write_section  # noqa: E402
+from query import FILTERS, SEARCH_COLUMNS, machine  # noqa: E402  (bench/query.py)
 
 WORK = ROOT / "bench" / "_work"
 SOURCE_LAKE = WORK / "query_lake"
@@ -356,20 +357,8 @@ def main() -> None:
     section = render(ours, plain, rows, label, lake_info, machine(), args.runs, server.handle is None)
     print("\n" + section)
     if not args.no_doc:
-        write_section_named(section)
+        write_section(DOC, SECTION, section)
         print(f"wrote the {SECTION} section of {DOC.relative_to(ROOT)}")
-
-
-def write_section_named(section: str) -> None:
-    """bench/query.py's section writer, pointed at ``## Search`` (other sections untouched)."""
-    import query
-
-    saved = query.SECTION
-    query.SECTION = SECTION
-    try:
-        write_section(DOC, section)
-    finally:
-        query.SECTION = saved
 
 
 if __name__ == "__main__":
