@@ -79,6 +79,15 @@ def local_lake(tmp_path):
     return mliplake.Lake(tmp_path / "lake")
 
 
+@pytest.fixture(scope="session")
+def samples_lake(tmp_path_factory):
+    """The three samples deposited once per test process; read-only for the tests that share it."""
+    lake = mliplake.Lake(tmp_path_factory.mktemp("samples") / "lake")
+    for name in SAMPLES:
+        deposit_sample(lake, name)
+    return lake
+
+
 def sample_files(name: str) -> list[Path]:
     return sorted(p for p in SAMPLES[name].iterdir() if p.suffix in (".xyz", ".json"))
 

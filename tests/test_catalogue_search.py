@@ -2,28 +2,18 @@
 from __future__ import annotations
 
 import pytest
-from conftest import SAMPLES, deposit_sample
 
-import mliplake
 from mliplake import catalog_search, search
 
 
-@pytest.fixture(scope="module")
-def cat_lake(tmp_path_factory):
-    lake = mliplake.Lake(tmp_path_factory.mktemp("cat") / "lake")
-    for name in SAMPLES:
-        deposit_sample(lake, name)
-    return lake
-
-
 @pytest.fixture(params=["cards", "opensearch"])
-def find(request, cat_lake, monkeypatch):
+def find(request, samples_lake, monkeypatch):
     if request.param == "cards":
-        return lambda **kw: catalog_search.search_cards(cat_lake, **kw)
+        return lambda **kw: catalog_search.search_cards(samples_lake, **kw)
     url = request.getfixturevalue("opensearch_url")
     alias = f"cat-{request.node.name.lower().replace('[', '-').replace(']', '')}"
     client = search.connect(url)
-    catalog_search.index_catalogue(cat_lake, client, alias=alias)
+    catalog_search.index_catalogue(samples_lake, client, alias=alias)
     return lambda **kw: catalog_search.search_index(client, alias=alias, **kw)
 
 

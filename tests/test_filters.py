@@ -27,7 +27,7 @@ import yaml
 import mliplake
 from mliplake.filters import FilterError
 
-from conftest import SAMPLES, deposit_sample
+from conftest import SAMPLES
 
 KEY_COLUMNS = ["dataset", "source_file", "frame_index"]
 
@@ -466,21 +466,13 @@ FILTERS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def filter_lake(tmp_path_factory):
-    lake = mliplake.Lake(tmp_path_factory.mktemp("filters") / "lake")
-    for name in SAMPLES:
-        deposit_sample(lake, name)
-    return lake
-
-
 def keys(table) -> set[tuple[str, str, int]]:
     return set(zip(*(table.column(c).to_pylist() for c in KEY_COLUMNS)))
 
 
-def test_reference_matches_the_lake(filter_lake):
+def test_reference_matches_the_lake(samples_lake):
     """The reference reads the same frames the lake stores (no duplicates, nothing quarantined)."""
-    assert keys(filter_lake.configurations(columns=KEY_COLUMNS)) == {r.key for r in RECORDS}
+    assert keys(samples_lake.configurations(columns=KEY_COLUMNS)) == {r.key for r in RECORDS}
     assert len(RECORDS) == len({r.key for r in RECORDS})
 
 
@@ -493,20 +485,20 @@ def test_filter_table_is_selective():
 
 
 @pytest.mark.parametrize("filter_, predicate", FILTERS)
-def test_filter(filter_lake, filter_, predicate):
+def test_filter(samples_lake, filter_, predicate):
     expected = reference(predicate)
-    got = filter_lake.search(filter_, columns=KEY_COLUMNS)
+    got = samples_lake.search(filter_, columns=KEY_COLUMNS)
     assert got.column_names == KEY_COLUMNS
     assert got.num_rows == len(keys(got))
     assert keys(got) == expected
-    assert filter_lake.count(filter_) == len(expected)
+    assert samples_lake.count(filter_) == len(expected)
 
 
-def test_search_limit_and_columns(filter_lake):
-    assert filter_lake.search('dataset = "rmd17-ethanol"', limit=7).num_rows == 7
-    assert filter_lake.search('source_file = "iso_atoms.xyz"').num_rows == 4
+def test_search_limit_and_columns(samples_lake):
+    assert samples_lake.search('dataset = "rmd17-ethanol"', limit=7).num_rows == 7
+    assert samples_lake.search('source_file = "iso_atoms.xyz"').num_rows == 4
     columns = ["config_id", "info", "chemical_formula_hill"]
-    table = filter_lake.search('source_file = "iso_atoms.xyz"', columns=columns)
+    table = samples_lake.search('source_file = "iso_atoms.xyz"', columns=columns)
     assert table.column_names == columns
     assert sorted(table.column("chemical_formula_hill").to_pylist()) == ["C", "H", "N", "O"]
     assert all(json.loads(v) == {"config_type": "IsolatedAtom"} for v in table.column("info").to_pylist())
@@ -551,13 +543,13 @@ BAD_FILTERS = [
 
 
 @pytest.mark.parametrize("filter_, needles", BAD_FILTERS)
-def test_bad_filter(filter_lake, filter_, needles):
+def test_bad_filter(samples_lake, filter_, needles):
     with pytest.raises(FilterError) as err:
-        filter_lake.search(filter_, columns=KEY_COLUMNS)
+        samples_lake.search(filter_, columns=KEY_COLUMNS)
     for needle in needles:
         assert needle in str(err.value), str(err.value)
     with pytest.raises(FilterError):
-        filter_lake.count(filter_)
+        samples_lake.count(filter_)
 
 
 def test_filter_error_is_a_value_error():
@@ -565,11 +557,11 @@ def test_filter_error_is_a_value_error():
 
 
 @pytest.mark.parametrize("opening", ["(", "NOT ("], ids=["parentheses", "not"])
-def test_deep_nesting_is_an_answer_or_a_filter_error(filter_lake, opening):
+def test_deep_nesting_is_an_answer_or_a_filter_error(samples_lake, opening):
     """300 levels (an even number of NOTs), well under the length limit: an answer or a FilterError."""
     deep = opening * 300 + "nsites > 1" + ")" * 300
     try:
-        n = filter_lake.count(deep)
+        n = samples_lake.count(deep)
     except FilterError:
         return
     assert n == len(reference(lambda r: cmp(r.nsites, ">", 1)))
@@ -582,8 +574,8 @@ def test_deep_nesting_is_an_answer_or_a_filter_error(filter_lake, opening):
     pytest.param('info.description CONTAINS "%\' OR \'1\'=\'1"', id="like-quote"),
     pytest.param('info.config_type STARTS WITH "\'\')) OR TRUE --"', id="parenthesis-break-out"),
 ])
-def test_string_values_are_data_not_sql(filter_lake, filter_):
-    assert filter_lake.count(filter_) == 0
-    assert filter_lake.search(filter_, columns=KEY_COLUMNS).num_rows == 0
-    assert filter_lake.count("nsites >= 1") == len(RECORDS)
-    assert filter_lake.configurations(columns=["dataset"]).num_rows == len(RECORDS)
+def test_string_values_are_data_not_sql(samples_lake, filter_):
+    assert samples_lake.count(filter_) == 0
+    assert samples_lake.search(filter_, columns=KEY_COLUMNS).num_rows == 0
+    assert samples_lake.count("nsites >= 1") == len(RECORDS)
+    assert samples_lake.configurations(columns=["dataset"]).num_rows == len(RECORDS)

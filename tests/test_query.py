@@ -8,19 +8,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from conftest import SAMPLES, deposit_sample, sample_files
+from conftest import deposit_sample, sample_files
 
 import mliplake
 from mliplake.cli import main
 from mliplake.query import SQLError
-
-
-@pytest.fixture(scope="module")
-def samples_lake(tmp_path_factory):
-    lake = mliplake.Lake(tmp_path_factory.mktemp("q") / "lake")
-    for name in SAMPLES:
-        deposit_sample(lake, name)
-    return lake
 
 
 def test_views_and_user_keys_from_sql(samples_lake):

@@ -23,18 +23,10 @@ import mliplake
 from mliplake import search
 from mliplake.filters import FilterError
 
-from conftest import SAMPLES, deposit_sample, start_osmem
+from conftest import deposit_sample, start_osmem
 from test_filters import FILTERS, KEY_COLUMNS
 
 KEY = ["dataset", "config_id"]
-
-
-@pytest.fixture(scope="module")
-def search_lake(tmp_path_factory):
-    lake = mliplake.Lake(tmp_path_factory.mktemp("search") / "lake")
-    for name in SAMPLES:
-        deposit_sample(lake, name)
-    return lake
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +57,11 @@ def alias(client):
 
 
 @pytest.fixture(scope="module")
-def engines(search_lake, client):
+def engines(samples_lake, client):
     name = f"mliplake-test-{uuid.uuid4().hex[:10]}"
-    report = search.index_lake(search_lake, client, alias=name)
-    assert report.indexed == search_lake.count()
-    yield search.DuckDBEngine(search_lake), search.OpenSearchEngine(search_lake, client, name)
+    report = search.index_lake(samples_lake, client, alias=name)
+    assert report.indexed == samples_lake.count()
+    yield search.DuckDBEngine(samples_lake), search.OpenSearchEngine(samples_lake, client, name)
     drop(client, name)
 
 
@@ -191,23 +183,23 @@ def test_stats_match_duckdb(engines, filter_, field):
         assert got["mean"] is want["mean"] is None
 
 
-def test_stats_of_energies_are_exact(engines, search_lake):
+def test_stats_of_energies_are_exact(engines, samples_lake):
     _, opensearch = engines
     for field in ("energy", "energy_per_atom"):
-        values = search_lake.sql(f"SELECT {field} FROM configurations WHERE {field} IS NOT NULL").fetchnumpy()[field]
+        values = samples_lake.sql(f"SELECT {field} FROM configurations WHERE {field} IS NOT NULL").fetchnumpy()[field]
         s = opensearch.stats(None, field)
         assert (s["min"], s["max"], s["count"]) == (float(values.min()), float(values.max()), len(values))
         assert math.isclose(s["mean"], math.fsum(values) / len(values), rel_tol=1e-12)
 
 
-def test_facets(engines, search_lake):
+def test_facets(engines, samples_lake):
     duck, opensearch = engines
     fields = ["dataset", "elements", "has_stress", "nelements", "info.config_type", "method.functional"]
     for f in (None, "nsites > 5", 'elements HAS "O"'):
         assert opensearch.facets(f, fields) == duck.facets(f, fields)
     got = opensearch.facets(None, ["dataset", "elements"])
     assert got["dataset"] == [("rmd17-ethanol", 2000), ("3bpa", 504), ("mlearn-si", 239)]
-    rows = search_lake.sql("SELECT elements FROM configurations").fetchall()
+    rows = samples_lake.sql("SELECT elements FROM configurations").fetchall()
     per_element = Counter(e for (els,) in rows for e in els)
     assert dict(got["elements"]) == dict(per_element)
     assert [n for _, n in got["elements"]] == sorted(per_element.values(), reverse=True)
@@ -224,11 +216,11 @@ def test_facet_and_stats_fields_are_checked(engines):
         opensearch.facets(None, ["nsites IS KNOWN OR dataset"])
 
 
-def test_engine_for(search_lake, opensearch_url, monkeypatch):
+def test_engine_for(samples_lake, opensearch_url, monkeypatch):
     monkeypatch.delenv("MLIPLAKE_OPENSEARCH_URL", raising=False)
-    assert isinstance(search.engine_for(search_lake), search.DuckDBEngine)
+    assert isinstance(search.engine_for(samples_lake), search.DuckDBEngine)
     monkeypatch.setenv("MLIPLAKE_OPENSEARCH_URL", opensearch_url)
-    engine = search.engine_for(search_lake)
+    engine = search.engine_for(samples_lake)
     assert isinstance(engine, search.OpenSearchEngine) and isinstance(engine, search.Engine)
 
 
