@@ -10,6 +10,7 @@ from conftest import SAMPLES, sample_files
 
 import mliplake
 from mliplake import inbox, ml, training
+from pipelines.defs.ml.specs import model_specs
 from pipelines.defs.resources import LakeResource
 
 pytestmark = [pytest.mark.xdist_group("dagster"), pytest.mark.slow]
@@ -144,23 +145,80 @@ def test_generated_structures_come_back_in_with_provenance(trained):
     assert {json.loads(r["info"])["config_type"] for r in rows} == {"generated"}
 
 
-def test_slurm_script_runs_as_a_batch_job_would(tmp_path, monkeypatch):
-    """No Slurm here: the generated script is run with bash, which reads #SBATCH lines as comments,
-    exactly the commands a compute node would run; then the model is registered from its work dir."""
-    import subprocess
+@pytest.fixture(scope="module")
+def local_slurm(tmp_path_factory):
+    """A real single-node Slurm cluster on this machine (see slurm_cluster.py)."""
+    import slurm_cluster
+
+    why = slurm_cluster.available()
+    if why:
+        pytest.skip(why)
+    cluster = slurm_cluster.LocalSlurm(tmp_path_factory.mktemp("slurm"))
+    env = cluster.start()
+    mp = pytest.MonkeyPatch()
+    for k, v in env.items():
+        mp.setenv(k, v)
+    yield cluster
+    mp.undo()
+    cluster.stop()
+
+
+def test_batch_script_asks_for_what_the_options_say(tmp_path):
+    from mliplake import slurm
+
+    opts = slurm.SlurmOptions(partition="gpu", gpus=2, account="proj1", mem="64G", setup="module load cuda",
+                              directives=["--qos=high"])
+    script = slurm.batch_script(["python", "-m", "x", "--a", "b c"], tmp_path, "job", opts, {"K": "v w"})
+    for line in ("#SBATCH --gpus=2", "#SBATCH --partition=gpu", "#SBATCH --account=proj1", "#SBATCH --mem=64G",
+                 "#SBATCH --qos=high", "module load cuda", "export K='v w'", "python -m x --a 'b c' 2>&1 | tee train.log"):
+        assert line in script.splitlines()
+    assert "--gpus" not in slurm.batch_script(["true"], tmp_path, "job", slurm.SlurmOptions(gpus=0))
+
+
+def test_models_asset_trains_on_slurm_followed_through_pipes(local_slurm, tmp_path, monkeypatch):
+    """The models asset with the Slurm launcher writes a batch script, sbatch-es it to a real slurmctld, and
+    follows the job through Dagster Pipes: the job's epoch lines reach the run's log, and the model is
+    registered with its Slurm job id, loads as a calculator and predicts."""
+    from pipelines.definitions import defs
+    from pipelines.defs.resources import TrainerResource
 
     monkeypatch.setenv("MLIPLAKE_WORKDIR", str(tmp_path / "work"))
     lake = mliplake.Lake(tmp_path / "lake")
     lake.deposit(sample_files("rmd17")[:1], manifest=SAMPLES["rmd17"] / "manifest.yaml")
-    spec = training.load_spec(SPEC | {"filter": SPEC["filter"].replace("50000", "20000")})
-    ts = training.materialise(lake, spec)
-    mspec = ml.load_model_spec({"name": "hpc", "training_set": "ethanol", "max_num_epochs": 1, "device": "auto"})
-    script, work = ml.slurm_script(lake, mspec, ml.SlurmOptions(partition="gpu", gpus=1, account="proj1"), ts)
-    assert "#SBATCH --gpus=1" in script and "#SBATCH --partition=gpu" in script and "#SBATCH --account=proj1" in script
-    path = work / "job.sh"
-    path.write_text(script)
-    out = subprocess.run(["bash", str(path)], capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    card = ml.register_from_workdir(lake, mspec, ts)
-    assert card["training_set"]["version"] == ts.version and len(card["training"]["epochs"]) == 1
-    assert ml.models(lake)[0]["model_id"] == card["model_id"]
+    res = {"lake": LakeResource(url=lake.url),
+           "trainer": TrainerResource(launcher="slurm", gpus=0, cpus_per_task=2, mem="4G", poll_seconds=0.5)}
+    with dg.instance_for_test() as instance:
+        run = lambda job, key: defs.resolve_job_def(job).execute_in_process(  # noqa: E731
+            instance=instance, partition_key=key, resources=res)
+        assert run("materialise_training_set", "ethanol").success
+        result = run("train_model", "ethanol-tiny")
+        assert result.success
+        messages = [e.message for e in instance.all_logs(result.run_id) if e.message]
+    card = ml.models(lake)[0]
+    launcher = card["training"]["launcher"]
+    assert launcher["kind"] == "slurm" and any(f"Slurm job {launcher['job_id']}: COMPLETED" in m for m in messages)
+    from_job = [m for m in messages if m.startswith("Epoch") or " Epoch " in m]
+    assert len(from_job) >= len(card["training"]["epochs"]) == model_specs()["ethanol-tiny"].max_num_epochs
+    script = (ml.workdir_for(card["model_id"]) / "job.sh").read_text()
+    assert "#SBATCH --mem=4G" in script and "--gpus" not in script and "export DAGSTER_PIPES_CONTEXT=" in script
+    atoms = next(lake.atoms("rmd17-ethanol"))
+    atoms.calc = ml.load_calculator(card["model_id"], lake)
+    assert np.isfinite(atoms.get_potential_energy())
+
+
+def test_failed_slurm_job_fails_the_asset_and_names_its_output(local_slurm, tmp_path):
+    from pipelines.defs.ml.slurm import PipesSlurmClient
+
+    from mliplake import slurm
+
+    @dg.asset
+    def failing(context):  # noqa: ANN001 (this module has postponed annotations, which Dagster cannot read)
+        PipesSlurmClient(poll_seconds=0.2).run(
+            context=context, command=["python3", "-c", "import sys; print('boom'); sys.exit(3)"],
+            workdir=tmp_path, name="fails", options=slurm.SlurmOptions(gpus=0, cpus_per_task=1, mem="100M"))
+
+    result = dg.materialize([failing], raise_on_error=False)
+    assert not result.success
+    err = result.get_step_failure_events()[0].event_specific_data.error.cause
+    assert err.cls_name == "SlurmError" and "ended FAILED" in err.message and f"{tmp_path}/slurm-" in err.message
+    assert "boom" in (tmp_path / "train.log").read_text()

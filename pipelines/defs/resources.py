@@ -30,7 +30,35 @@ class SearchResource(dg.ConfigurableResource):
         return search.connect(self.url)
 
 
+class TrainerResource(dg.ConfigurableResource):
+    """Where models train: ``local`` (a subprocess on this machine) or ``slurm`` (a batch job submitted
+    from this machine and followed through Dagster Pipes; the work directory, ``$MLIPLAKE_WORKDIR``,
+    must be on a filesystem the compute nodes share). Set from ``MLIPLAKE_TRAINER`` and ``MLIPLAKE_SLURM_*``."""
+
+    launcher: str = "local"
+    partition: str = ""
+    account: str = ""
+    time: str = "04:00:00"
+    gpus: int = 1
+    cpus_per_task: int = 8
+    mem: str = "32G"
+    setup: str = ""  # shell lines the job runs first, e.g. "module load cuda; source venv/bin/activate"
+    poll_seconds: float = 10.0
+
+    def slurm_options(self):  # noqa: ANN201
+        from mliplake.slurm import SlurmOptions
+
+        return SlurmOptions(partition=self.partition, time=self.time, gpus=self.gpus,
+                            cpus_per_task=self.cpus_per_task, mem=self.mem, account=self.account, setup=self.setup)
+
+
+def _trainer_from_env() -> TrainerResource:
+    env = {f: os.environ.get(f"MLIPLAKE_SLURM_{f.upper()}") for f in TrainerResource.model_fields if f != "launcher"}
+    return TrainerResource(launcher=os.environ.get("MLIPLAKE_TRAINER", "local"),
+                           **{k: v for k, v in env.items() if v is not None})
+
+
 def resources() -> dict[str, object]:
     url = dg.EnvVar("MLIPLAKE_LAKE") if os.environ.get("MLIPLAKE_LAKE") else DEFAULT_LAKE
     search_url = dg.EnvVar("MLIPLAKE_OPENSEARCH_URL") if os.environ.get("MLIPLAKE_OPENSEARCH_URL") else ""
-    return {"lake": LakeResource(url=url), "opensearch": SearchResource(url=search_url)}
+    return {"lake": LakeResource(url=url), "opensearch": SearchResource(url=search_url), "trainer": _trainer_from_env()}

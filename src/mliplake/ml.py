@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
-from . import __version__, training
+from . import __version__, slurm, training
+from .mace_train import EPOCH, MODEL_LINE
+from .slurm import SlurmOptions
 from .training import SPLITS, SpecError, TrainingSet
 
 if TYPE_CHECKING:
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 MODELS = "tables/models"
 BENCHMARKS = "tables/benchmarks"
-EPOCH = re.compile(r"Epoch (\d+):.*?loss=([-\d.eE+]+), RMSE_E_per_atom=\s*([-\d.eE+]+) meV, RMSE_F=\s*([-\d.eE+]+) meV")
 
 
 class TrainingError(RuntimeError):
@@ -122,6 +122,31 @@ def workdir_for(mid: str) -> Path:
     return root / "train" / mid
 
 
+def prepare(lake: Lake, spec: ModelSpec, ts: TrainingSet | None = None) -> tuple[str, Path, list[str]]:
+    """The model id, its work directory with the training files staged, and the training command."""
+    ts = ts or training.load(lake, spec.training_set)
+    mid = model_id(spec, ts)
+    work = workdir_for(mid)
+    work.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for s in SPLITS:
+        files[s] = work / f"{s}.xyz"
+        if not files[s].exists():
+            lake.fs.get_file(ts.file(s), str(files[s]))
+    return mid, work, [sys.executable, "-m", "mliplake.mace_train", *_args(spec, ts, files)]
+
+
+def _parse_line(line: str, t0: float | None = None) -> dict[str, Any] | None:
+    m = EPOCH.search(line)
+    if not m:
+        return None
+    ep = {"epoch": int(m.group(1)), "loss": float(m.group(2)), "rmse_e_per_atom_meV": float(m.group(3)),
+          "rmse_f_meV_per_A": float(m.group(4))}
+    if t0 is not None:
+        ep["seconds"] = round(time.perf_counter() - t0, 2)
+    return ep
+
+
 def train(lake: Lake, spec: ModelSpec, ts: TrainingSet | None = None,
           on_epoch: Callable[[dict[str, Any]], None] | None = None,
           on_line: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -131,14 +156,7 @@ def train(lake: Lake, spec: ModelSpec, ts: TrainingSet | None = None,
     existing = lake.path(MODELS, mid, "card.json")
     if lake.fs.exists(existing):
         return lake.read_json(existing)
-    work = workdir_for(mid)
-    work.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for s in SPLITS:
-        files[s] = work / f"{s}.xyz"
-        if not files[s].exists():
-            lake.fs.get_file(ts.file(s), str(files[s]))
-    cmd = [sys.executable, "-m", "mliplake.mace_train", *_args(spec, ts, files)]
+    mid, work, cmd = prepare(lake, spec, ts)
     t0 = time.perf_counter()
     epochs: list[dict[str, Any]] = []
     info: dict[str, Any] = {}
@@ -151,88 +169,50 @@ def train(lake: Lake, spec: ModelSpec, ts: TrainingSet | None = None,
         tail = (tail + [line])[-40:]
         if on_line:
             on_line(line)
-        m = EPOCH.search(line)
-        if m:
-            ep = {"epoch": int(m.group(1)), "loss": float(m.group(2)), "rmse_e_per_atom_meV": float(m.group(3)),
-                  "rmse_f_meV_per_A": float(m.group(4)), "seconds": round(time.perf_counter() - t0, 2)}
+        ep = _parse_line(line, t0)
+        if ep:
             epochs.append(ep)
             if on_epoch:
                 on_epoch(ep)
-        if line.startswith("MLIPLAKE_MODEL "):
+        if line.startswith(MODEL_LINE):
             info = json.loads(line.split(" ", 1)[1])
     if proc.wait() != 0 or not info:
         raise TrainingError(f"MACE training of {mid} failed (exit {proc.returncode}):\n" + "\n".join(tail))
-    seconds = time.perf_counter() - t0
-    return register(lake, spec, ts, mid, work / f"{spec.name}.model", epochs, info, seconds)
+    return register(lake, spec, ts, mid, work / f"{spec.name}.model", epochs, info, time.perf_counter() - t0)
 
 
-@dataclass
-class SlurmOptions:
-    partition: str = ""
-    time: str = "04:00:00"
-    gpus: int = 1
-    cpus_per_task: int = 8
-    mem: str = "32G"
-    account: str = ""
-    setup: str = ""  # shell lines before training, e.g. "module load cuda; source venv/bin/activate"
-
-
-def slurm_script(lake: Lake, spec: ModelSpec, opts: SlurmOptions, ts: TrainingSet | None = None) -> tuple[str, Path]:
+def slurm_script(lake: Lake, spec: ModelSpec, opts: SlurmOptions, ts: TrainingSet | None = None,
+                 env: dict[str, str] | None = None) -> tuple[str, Path]:
     """A batch script that trains this model on an HPC node (same wrapper, same arguments, resumable).
 
-    Returns the script and the work directory it runs in; the training files are staged there.
-    Submit it with ``sbatch``; when it has finished, ``register_from_workdir`` puts the model in the registry.
+    Returns the script and the work directory it runs in (on a filesystem the nodes share); the
+    training files are staged there. Submit it with ``sbatch`` (or let the Dagster ``models`` asset
+    submit and follow it through Pipes); when it has finished, ``register_from_workdir`` puts the
+    model in the registry.
     """
-    import shlex
-
-    ts = ts or training.load(lake, spec.training_set)
-    mid = model_id(spec, ts)
-    work = workdir_for(mid)
-    work.mkdir(parents=True, exist_ok=True)
-    files = {s: work / f"{s}.xyz" for s in SPLITS}
-    for s, f in files.items():
-        if not f.exists():
-            lake.fs.get_file(ts.file(s), str(f))
-    directives = [f"#SBATCH --job-name=mliplake-{mid}", f"#SBATCH --time={opts.time}",
-                  f"#SBATCH --cpus-per-task={opts.cpus_per_task}", f"#SBATCH --mem={opts.mem}",
-                  f"#SBATCH --output={work}/slurm-%j.out"]
-    if opts.gpus:
-        directives.append(f"#SBATCH --gpus={opts.gpus}")
-    if opts.partition:
-        directives.append(f"#SBATCH --partition={opts.partition}")
-    if opts.account:
-        directives.append(f"#SBATCH --account={opts.account}")
-    args = " ".join(shlex.quote(a) for a in _args(spec, ts, files))
-    script = "\n".join([
-        "#!/bin/bash", *directives, "set -euo pipefail", opts.setup,
-        f"cd {shlex.quote(str(work))}",
-        f"{shlex.quote(sys.executable)} -m mliplake.mace_train {args} | tee train.log",
-        "",
-    ])
-    return script, work
+    mid, work, cmd = prepare(lake, spec, ts)
+    return slurm.batch_script(cmd, work, f"mliplake-{mid}", opts, env), work
 
 
-def register_from_workdir(lake: Lake, spec: ModelSpec, ts: TrainingSet | None = None) -> dict[str, Any]:
+def register_from_workdir(lake: Lake, spec: ModelSpec, ts: TrainingSet | None = None,
+                          launcher: dict[str, Any] | None = None) -> dict[str, Any]:
     """Register a model trained by a batch job (its log has the epochs and the model line)."""
     ts = ts or training.load(lake, spec.training_set)
     mid = model_id(spec, ts)
     work = workdir_for(mid)
-    log = (work / "train.log").read_text().splitlines()
-    epochs, info = [], {}
-    for line in log:
-        m = EPOCH.search(line)
-        if m:
-            epochs.append({"epoch": int(m.group(1)), "loss": float(m.group(2)),
-                           "rmse_e_per_atom_meV": float(m.group(3)), "rmse_f_meV_per_A": float(m.group(4))})
-        if line.startswith("MLIPLAKE_MODEL "):
-            info = json.loads(line.split(" ", 1)[1])
+    log = work / "train.log"
+    lines = log.read_text().splitlines() if log.exists() else []
+    epochs = [ep for ep in map(_parse_line, lines) if ep]
+    info = next((json.loads(x.split(" ", 1)[1]) for x in lines if x.startswith(MODEL_LINE)), {})
     if not info:
-        raise TrainingError(f"{work}/train.log: the job did not finish (no model line)")
-    return register(lake, spec, ts, mid, work / f"{spec.name}.model", epochs, info, float("nan"))
+        raise TrainingError(f"{log}: the job did not finish (no {MODEL_LINE.strip()} line)")
+    return register(lake, spec, ts, mid, work / f"{spec.name}.model", epochs, info,
+                    info.get("seconds", float("nan")), launcher)
 
 
 def register(lake: Lake, spec: ModelSpec, ts: TrainingSet, mid: str, model_file: Path,
-             epochs: list[dict[str, Any]], info: dict[str, Any], seconds: float) -> dict[str, Any]:
+             epochs: list[dict[str, Any]], info: dict[str, Any], seconds: float,
+             launcher: dict[str, Any] | None = None) -> dict[str, Any]:
     from .chemistry import SYMBOLS
 
     licences = sorted({(d.get("license") or "") for d in lake.datasets()
@@ -246,8 +226,10 @@ def register(lake: Lake, spec: ModelSpec, ts: TrainingSet, mid: str, model_file:
         "training_set": {"name": ts.name, "version": ts.version, "content_hash": ts.manifest["content_hash"],
                          "counts": ts.manifest["counts"], "filter": ts.manifest["filter"]},
         "training": {"seconds": round(seconds, 1), "epochs": epochs, "device": info.get("device"),
-                     "hardware": info.get("cuda") or platform.processor() or platform.machine(),
-                     "cpus": os.cpu_count(), "torch": info.get("torch"), "mliplake": __version__},
+                     "hardware": info.get("cuda") or info.get("cpu") or platform.processor() or platform.machine(),
+                     "host": info.get("host"), "cpus": info.get("cpus") or os.cpu_count(),
+                     "torch": info.get("torch"), "mliplake": __version__,
+                     "launcher": launcher or {"kind": "local"}},
         "metrics": epochs[-1] if epochs else {},
         "license": spec.license or " AND ".join(licences),
         "description": spec.description,

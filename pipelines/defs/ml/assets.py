@@ -3,11 +3,12 @@ import json
 
 import dagster as dg
 
-from mliplake import generate, ml, training
+from mliplake import Lake, generate, ml, training
 from pipelines.defs.ingestion.assets import configurations
 from pipelines.defs.ml.specs import (benchmark_partitions, benchmark_specs, model_partitions, model_specs,
                                      training_set_partitions, training_set_specs)
-from pipelines.defs.resources import LakeResource
+from pipelines.defs.ml.slurm import PipesSlurmClient
+from pipelines.defs.resources import LakeResource, TrainerResource
 
 
 @dg.asset(
@@ -40,16 +41,19 @@ def _models_by_training_set() -> dict[str, list[str]]:
     deps=[dg.AssetDep(training_sets, partition_mapping=dg.StaticPartitionMapping(_models_by_training_set()))],
     group_name="ml", kinds={"pytorch", "python"},
 )
-def models(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+def models(context: dg.AssetExecutionContext, lake: LakeResource, trainer: TrainerResource) -> dg.MaterializeResult:
     """MACE trained out of process on its training set (CPU by default, GPU when present), seeded and
-    resumable; epoch metrics are logged as they come; the model and its card go into the registry."""
-    spec = model_specs()[context.partition_key]
+    resumable, as a local subprocess or a Slurm job followed through Pipes (the ``trainer`` resource);
+    epoch metrics are logged as they come; the model and its card go into the registry."""
+    lk, spec = lake.lake(), model_specs()[context.partition_key]
+    if trainer.launcher == "slurm":
+        card = _train_on_slurm(context, lk, spec, trainer)
+    else:
+        def on_epoch(e: dict) -> None:
+            context.log.info(f"epoch {e['epoch']}: loss {e['loss']:.4g}, RMSE E {e['rmse_e_per_atom_meV']:.1f} "
+                             f"meV/atom, RMSE F {e['rmse_f_meV_per_A']:.1f} meV/Å ({e['seconds']:.0f} s)")
 
-    def on_epoch(e: dict) -> None:
-        context.log.info(f"epoch {e['epoch']}: loss {e['loss']:.4g}, RMSE E {e['rmse_e_per_atom_meV']:.1f} meV/atom, "
-                         f"RMSE F {e['rmse_f_meV_per_A']:.1f} meV/Å ({e['seconds']:.0f} s)")
-
-    card = ml.train(lake.lake(), spec, on_epoch=on_epoch)
+        card = ml.train(lk, spec, on_epoch=on_epoch)
     table = "\n".join(f"| {e['epoch']} | {e['loss']:.4g} | {e['rmse_e_per_atom_meV']:.1f} | {e['rmse_f_meV_per_A']:.1f} |"
                       for e in card["training"]["epochs"])
     return dg.MaterializeResult(metadata={
@@ -57,8 +61,22 @@ def models(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Material
         "training_set": f"{card['training_set']['name']}@{card['training_set']['version']}",
         "training_seconds": card["training"]["seconds"], "device": card["training"]["device"] or "",
         "epochs": dg.MetadataValue.md("| epoch | loss | RMSE E meV/atom | RMSE F meV/Å |\n|---|---|---|---|\n" + table),
+        "launcher": dg.MetadataValue.json(card["training"].get("launcher", {"kind": "local"})),
         "card": dg.MetadataValue.json(card),
     }, data_version=dg.DataVersion(card["model_id"]))
+
+
+def _train_on_slurm(context: dg.AssetExecutionContext, lk: Lake, spec: ml.ModelSpec, trainer: TrainerResource) -> dict:
+    ts = training.load(lk, spec.training_set)
+    mid = ml.model_id(spec, ts)
+    if lk.fs.exists(lk.path(ml.MODELS, mid, "card.json")):
+        return ml.card(lk, mid)
+    mid, work, cmd = ml.prepare(lk, spec, ts)
+    done = PipesSlurmClient(trainer.poll_seconds).run(
+        context=context, command=cmd, workdir=work, name=f"mliplake-{mid}", options=trainer.slurm_options())
+    job = done.metadata["slurm_job_id"].value
+    return ml.register_from_workdir(lk, spec, ts, launcher={"kind": "slurm", "job_id": job,
+                                                           "partition": trainer.partition})
 
 
 @dg.asset(
