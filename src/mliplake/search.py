@@ -410,7 +410,8 @@ def _drop_quietly(client: OpenSearch, index: str) -> None:
 
 
 def index_deposit(lake: Lake, client: OpenSearch, deposit_id: str, alias: str | None = None,
-                  chunk_size: int = CHUNK_SIZE, max_retries: int = 5) -> int:
+                  chunk_size: int = CHUNK_SIZE, max_retries: int = 5,
+                  on_progress: Callable[[int], None] | None = None) -> int:
     """Add (or refresh) one deposit's documents in the current index; returns how many."""
     alias = alias or index_name(lake)
     node = Compare(Field(FIELDS["deposit_id"]), "=", deposit_id)
@@ -418,7 +419,7 @@ def index_deposit(lake: Lake, client: OpenSearch, deposit_id: str, alias: str | 
         index = current_index(client, alias)
         if index is None:
             raise SearchError(f"no index {alias} yet: build one with index_lake", server_url(client))
-        n = _bulk(client, index, _actions(lake, node), chunk_size, max_retries)
+        n = _bulk(client, index, _actions(lake, node), chunk_size, max_retries, on_progress)
         client.indices.refresh(index=index)
     return n
 

@@ -23,12 +23,16 @@ def search_index(context: dg.AssetExecutionContext, lake: LakeResource, opensear
     dep = inbox.staged(lk, context.partition_key).deposit_id
     client = opensearch.client()
     t0 = time.perf_counter()
+
+    def progress(n: int) -> None:
+        context.log.info(f"{n} documents indexed ({n / (time.perf_counter() - t0):.0f}/s)")
+
     if search.current_index(client, search.index_name(lk)) is None:
-        report = search.index_lake(lk, client)  # the first deposit creates the index
+        report = search.index_lake(lk, client, on_progress=progress)  # the first deposit creates the index
         n = report.indexed
     else:
         search.delete_deposit(client, dep)
-        n = search.index_deposit(lk, client, dep)
+        n = search.index_deposit(lk, client, dep, on_progress=progress)
     return dg.MaterializeResult(metadata={"engine": "opensearch", "server": opensearch.url, "deposit_id": dep,
                                           "documents": n, "seconds": round(time.perf_counter() - t0, 3)})
 
