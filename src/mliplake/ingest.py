@@ -7,7 +7,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -326,9 +326,19 @@ def _short_reason(detail: str) -> str:
 
 def deposit(lake: Lake, paths: list[Path], dataset: str | None = None, manifest: Any = None,
             progress: bool | None = False) -> DepositReport:
-    """Files on this machine (and a manifest) into the lake: stage the originals, then ingest."""
+    """Files on this machine (and a manifest) into the lake: keep the originals, ingest, commit.
+
+    The originals are copied into the raw zone on a background thread while the parsers read
+    them where they are; the commit waits for the copy, so a committed deposit always has its raw files.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     t0 = time.perf_counter()
-    report = ingest(lake, stage(lake, paths, dataset, manifest), progress)
+    sources, msrc, m = _prepare(lake, paths, dataset, manifest)
+    staged = _identify(sources, m)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mliplake-raw") as pool:
+        copy = pool.submit(_store_raw, lake, staged.deposit_id, sources, msrc)
+        report = _ingest(lake, staged, [Path(s.path) for s in sources], progress, before_commit=copy.result)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -344,8 +354,8 @@ def _local_sources(paths: list[Path]) -> tuple[list[Source], Path | None]:
     return [Source(p.name, local, str(p.resolve()), p.stat().st_size) for p in files], found
 
 
-def stage(lake: Lake, paths: list[Path], dataset: str | None = None, manifest: Any = None) -> Staged:
-    """Keep the originals in the raw zone, byte for byte, with their checksums."""
+def _prepare(lake: Lake, paths: list[Path], dataset: str | None,
+             manifest: Any) -> tuple[list[Source], Source | None, Manifest]:
     sources, found = _local_sources(paths)
     manifest_path = Path(manifest) if isinstance(manifest, (str, Path)) else found
     msrc = None
@@ -356,7 +366,12 @@ def stage(lake: Lake, paths: list[Path], dataset: str | None = None, manifest: A
         m = _resolve_manifest(manifest, found, dataset)
     except ManifestError as e:
         _reject(lake, sources, msrc, dataset, e)
-    return _stage(lake, sources, msrc, m, move=False)
+    return sources, msrc, m
+
+
+def stage(lake: Lake, paths: list[Path], dataset: str | None = None, manifest: Any = None) -> Staged:
+    """Keep the originals in the raw zone, byte for byte, with their checksums."""
+    return _stage(lake, *_prepare(lake, paths, dataset, manifest), move=False)
 
 
 def stage_inbox(lake: Lake, name: str, dataset: str | None = None) -> Staged:
@@ -404,12 +419,17 @@ def _reject(lake: Lake, sources: list[Source], msrc: Source | None, dataset: str
     raise DepositError(f"{e} (deposit {dep} rejected; raw files kept in {lake.uri(lake.raw_dir(dep))})") from None
 
 
-def _stage(lake: Lake, sources: list[Source], msrc: Source | None, m: Manifest, move: bool) -> Staged:
+def _identify(sources: list[Source], m: Manifest) -> Staged:
     for s in sources:
         s.sha256 or s.digest()
     dep = deposit_id_for(m.dataset, [(s.name, s.sha256) for s in sources])
-    _store_raw(lake, dep, sources, msrc, move=move)
     return Staged(dep, m, [FileReport(s.name, s.sha256, s.size) for s in sources])
+
+
+def _stage(lake: Lake, sources: list[Source], msrc: Source | None, m: Manifest, move: bool) -> Staged:
+    staged = _identify(sources, m)
+    _store_raw(lake, staged.deposit_id, sources, msrc, move=move)
+    return staged
 
 
 @contextmanager
@@ -434,7 +454,8 @@ def ingest(lake: Lake, staged: Staged, progress: bool | None = False) -> Deposit
         return _ingest(lake, staged, paths, progress)
 
 
-def _ingest(lake: Lake, staged: Staged, files: list[Path], progress: bool | None) -> DepositReport:
+def _ingest(lake: Lake, staged: Staged, files: list[Path], progress: bool | None,
+            before_commit: Callable[[], Any] | None = None) -> DepositReport:
     t0 = time.perf_counter()
     m, dep = staged.manifest, staged.deposit_id
     report = DepositReport(dep, m.dataset)
@@ -500,6 +521,8 @@ def _ingest(lake: Lake, staged: Staged, files: list[Path], progress: bool | None
         report.bytes_written += lake.write_table(qp, _quarantine_table(m.dataset, dep, quarantine))
         q_paths.append(qp)
     report.bytes_written += writer.bytes
+    if before_commit is not None:
+        before_commit()
     report.seconds = time.perf_counter() - t0
     _commit(lake, report, m, writer.paths, q_paths, "")
     return report

@@ -51,8 +51,8 @@ def wanted(path: Path, fmt: str) -> bool:
 def chunks(path: Path, chunk_frames: int = CHUNK_FRAMES) -> Iterator[Chunk]:
     """Frame boundaries from the atom-count lines, read window by window (memory stays flat).
 
-    Only short lines can be counts (atom lines carry a symbol and three numbers),
-    so only those are decoded; the walk from count to count is one step per frame.
+    Only short lines can be counts (atom lines carry a symbol and three numbers), and only
+    the lines the walk lands on are decoded: one step per frame, not per line.
     """
     size = path.stat().st_size
     skip = 0  # lines still to skip before the next count line
@@ -67,18 +67,16 @@ def chunks(path: Path, chunk_frames: int = CHUNK_FRAMES) -> Iterator[Chunk]:
             nl = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
             if last and (not len(nl) or nl[-1] != len(data) - 1) and data:
                 nl = np.append(nl, len(data))  # a last line without its newline
-            starts = np.concatenate([[0], nl[:-1] + 1]) if len(nl) else np.zeros(0, dtype=np.int64)
-            short = np.flatnonzero(nl - starts <= 24)
-            values = {int(k): data[starts[k]:nl[k]].strip() for k in short}
             k, n_lines = skip, len(nl)
             while k < n_lines:
-                text = values.get(k)
+                begin, end = (int(nl[k - 1]) + 1 if k else 0), int(nl[k])
+                text = data[begin:end].strip() if end - begin <= 24 else None
                 if text is None or not text.isdigit():
                     if text == b"":
                         k += 1  # blank lines between frames
                         continue
-                    raise ScanError(f"expected an atom count at byte {base + int(starts[k])}")
-                at = base + int(starts[k])
+                    raise ScanError(f"expected an atom count at byte {base + begin}")
+                at = base + begin
                 if index - chunk_index == chunk_frames:
                     yield Chunk(chunk_index, chunk_start, index - chunk_index, at)
                     chunk_index, chunk_start = index, at
