@@ -10,7 +10,6 @@ from .chemistry import Z_OF, element_mask
 from .filters import And, Compare, Everything, Field, Fuzzy, Has, Known, Length, Node, Not, Or
 
 SQL_OP = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
-_NUMERIC_JSON = "('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')"
 _U64 = (1 << 64) - 1
 
 
@@ -69,8 +68,15 @@ class Compiler:
         if isinstance(value, bool):
             return self.typed(field, "('BOOLEAN')", "BOOLEAN")
         if isinstance(value, (int, float)):
-            return self.typed(field, _NUMERIC_JSON, "DOUBLE")
+            return self.number_expr(field)
         return self.string_expr(field)
+
+    def number_expr(self, field: Field) -> str:
+        # One JSON parse per row instead of two (json_type, then json_extract): the value's JSON text
+        # casts to DOUBLE exactly when it is a JSON number (strings keep their quotes; true, null,
+        # arrays and objects do not cast). Half the time of the CASE form on broad info.* filters.
+        col, path = field.root, self.path(field)
+        return f"TRY_CAST(CAST(json_extract({col}, {path}) AS VARCHAR) AS DOUBLE)"
 
     def compare(self, node: Compare) -> str:
         value = float(node.value) if type(node.value) is int and not node.field.spec else node.value  # JSON: DOUBLE
