@@ -88,8 +88,6 @@ def connect(lake: Lake, allow_paths: bool = False) -> duckdb.DuckDBPyConnection:
     con.execute(f"""
         CREATE VIEW configurations AS
         SELECT *, config_id AS id,
-               energy IS NOT NULL AS has_energy, forces IS NOT NULL AS has_forces,
-               stress IS NOT NULL AS has_stress, virial IS NOT NULL AS has_virial,
                [CAST(pbc[1] AS INTEGER), CAST(pbc[2] AS INTEGER), CAST(pbc[3] AS INTEGER)] AS dimension_types
         FROM {src}""")
     qsrc = f"read_parquet({_files_sql(quar)})" if quar else "_empty_quarantine"

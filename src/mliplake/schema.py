@@ -57,6 +57,11 @@ CONFIGURATIONS = pa.schema(
         pa.field("charges", pa.list_(pa.float64())),
         pa.field("magmoms", pa.list_(pa.float64())),
         pa.field("dipole", _vec3),
+        # label presence, stored: a filter on it reads one bit per row, not the label's values
+        pa.field("has_energy", pa.bool_(), nullable=False),
+        pa.field("has_forces", pa.bool_(), nullable=False),
+        pa.field("has_stress", pa.bool_(), nullable=False),
+        pa.field("has_virial", pa.bool_(), nullable=False),
         pa.field("info", _json),
         pa.field("arrays", _json),
         pa.field("method", _json),
