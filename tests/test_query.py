@@ -171,3 +171,14 @@ def test_search_cli(samples_lake):
     assert doc["count"] == 4 and set(doc["rows"][0]) == {"id", "dataset", "energy"}
     r = run("search", 'nsites < "ten"')
     assert r.exit_code == 1 and "Traceback" not in r.output and "compare it with a number" in r.output
+
+
+@pytest.mark.parametrize("f", ['nsites > 10', 'elements HAS "Si"', 'info.config_type = "isolated_atom" OR nsites < 3',
+                               'dataset = "3bpa"', 'energy_per_atom < -100'])
+@pytest.mark.parametrize("limit", [1, 7, 600])
+def test_limited_search_is_the_head_of_the_full_result(samples_lake, f, limit):
+    """A limited search finds its rows in two steps (sort keys, then the columns of those rows):
+    the same rows, values and order as the head of the unlimited one-step search."""
+    cols = ["id", "dataset", "source_file", "frame_index", "energy", "positions", "info"]
+    full = samples_lake.search(f, columns=cols)
+    assert samples_lake.search(f, columns=cols, limit=limit).equals(full.slice(0, limit))

@@ -145,20 +145,38 @@ def keys_view_sql() -> str:
 # ---------------------------------------------------------------- filters
 
 
+LAKE_ORDER = "dataset, source_file, frame_index, config_id"  # the lake's order; config_id breaks ties
+TWO_STEP_MAX = 10_000  # up to this limit, a search finds its rows by the sort keys first
+
+
 def search(lake: Lake, filter: str | None, columns: list[str] | None = None, limit: int | None = None,
            order: str | None = None) -> pa.Table:
     node = filters.parse(filter)
     clause, params = where(node)
     cols = columns or DEFAULT_COLUMNS
-    known = set(lake.connection().sql("SELECT * FROM configurations LIMIT 0").columns)
+    con = lake.connection()
+    known = set(con.sql("SELECT * FROM configurations LIMIT 0").columns)
     bad = [c for c in [*cols, *([order] if order else [])] if c not in known]
     if bad:
         raise filters.FilterError(f"unknown column(s) {', '.join(bad)}; columns: {', '.join(sorted(known))}")
-    sql = f"SELECT {', '.join(_ident(c) for c in cols)} FROM configurations WHERE {clause}"
-    sql += f" ORDER BY {_ident(order)}" if order else " ORDER BY dataset, source_file, frame_index"
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
-    return lake.connection().sql(sql, params=params).to_arrow_table()
+    select = ", ".join(_ident(c) for c in cols)
+    if order or limit is None or limit > TWO_STEP_MAX:
+        sql = f"SELECT {select} FROM configurations WHERE {clause} ORDER BY {_ident(order) if order else LAKE_ORDER}"
+        sql += f" LIMIT {int(limit)}" if limit is not None else ""
+        return con.sql(sql, params=params).to_arrow_table()
+    # Two steps: the first rows by the sort keys alone (the filter's columns and four small ones),
+    # then the asked-for columns of just those rows; the deposit and frame range of the second
+    # step let the scan skip every other shard and row group by its statistics.
+    keys = con.sql(f"SELECT deposit_id, frame_index, config_id FROM configurations WHERE {clause} "
+                   f"ORDER BY {LAKE_ORDER} LIMIT {int(limit)}", params=params).fetchall()
+    if not keys:
+        return con.sql(f"SELECT {select} FROM configurations LIMIT 0").to_arrow_table()
+    deposits = sorted({k[0] for k in keys})
+    frames = [k[1] for k in keys if k[1] is not None]
+    in_range = f" AND frame_index BETWEEN {min(frames)} AND {max(frames)}" if len(frames) == len(keys) else ""
+    sql = (f"SELECT {select} FROM configurations WHERE deposit_id IN ({', '.join('?' * len(deposits))}){in_range} "
+           f"AND config_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY {LAKE_ORDER}")
+    return con.sql(sql, params=[*deposits, [k[2] for k in keys]]).to_arrow_table()
 
 
 def count(lake: Lake, filter: str | None) -> int:
