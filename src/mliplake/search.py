@@ -888,10 +888,13 @@ class OpenSearchEngine:
         if bad:
             raise FilterError(f"unknown column(s) {', '.join(bad)}; columns: {', '.join(sorted(known))}")
         ids = self.ids(filter, limit)
+        # config_id is unique within a dataset; the dataset list lets the scan skip other datasets' shards
+        datasets = sorted({i.rsplit("/", 1)[0] for i in ids}) or [""]
         sql = (f"SELECT {', '.join(_ident(c) for c in cols)} FROM configurations "
-               "WHERE dataset || '/' || config_id IN (SELECT unnest(?::VARCHAR[])) "
-               "ORDER BY dataset, source_file, frame_index")
-        return con.sql(sql, params=[ids]).to_arrow_table()
+               f"WHERE dataset IN ({', '.join('?' * len(datasets))}) "
+               "AND dataset || '/' || config_id IN (SELECT unnest(?::VARCHAR[])) "
+               "ORDER BY dataset, source_file, frame_index, config_id")
+        return con.sql(sql, params=[*datasets, ids]).to_arrow_table()
 
     def count(self, filter: str | None) -> int:
         query = compile_query(filter)
