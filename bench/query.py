@@ -242,7 +242,7 @@ def write_deposit(lake_dir: str, k: int, plan: Plan, n: int | None = None) -> di
     fr = FileReport(src, sha, 0, format="synthetic")
     report.files.append(fr)
     attempt = f"{int(time.time())}-{uuid.uuid4().hex[:8]}"
-    writer = _ShardWriter(lake, lake.shard_dir("configurations", g.dataset, dep), attempt)
+    writer = _ShardWriter(lake, lambda: lake.shard_dir("configurations", g.dataset, dep), attempt)
     elements: set[str] = set()
     labels: set[str] = set()
     for s in range(0, len(g.frames), BATCH):

@@ -6,7 +6,7 @@ from test_crash import write_xyz
 
 from mliplake import Lake, parallel
 
-COLUMNS = ["config_id", "structure_hash", "source_file", "frame_index", "energy", "info", "provenance"]
+COLUMNS = ["config_id", "structure_hash", "deposit_id", "source_file", "frame_index", "energy", "info", "provenance"]
 
 
 def ingest(tmp_path, name, path, monkeypatch, workers):
@@ -34,6 +34,8 @@ def test_parallel_equals_sequential(tmp_path, monkeypatch, damage):
     seq_report, seq, _ = ingest(tmp_path, "seq", path, monkeypatch, 1)
     par_report, par, _ = ingest(tmp_path, "par", path, monkeypatch, 2)
     assert par == seq
+    # rows are parsed while the deposit's SHA-256 (its id) is still being computed; each gets the id on arrival
+    assert {r["deposit_id"] for r in par} == {par_report.deposit_id}
     assert (par_report.stored, par_report.quarantined, par_report.duplicates) == (
         seq_report.stored, seq_report.quarantined, seq_report.duplicates)
     assert par_report.key_mapping == seq_report.key_mapping

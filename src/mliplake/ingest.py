@@ -8,6 +8,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -184,10 +185,10 @@ class _ShardWriter:
     Batches are gathered into full row groups (what makes later scans fast), and each row group is
     encoded on a background thread (pyarrow releases the GIL), so the reading side keeps going."""
 
-    def __init__(self, lake: Lake, directory: str, attempt: str) -> None:
+    def __init__(self, lake: Lake, directory: Callable[[], str], attempt: str) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        self.lake, self.dir, self.attempt = lake, directory, attempt
+        self.lake, self._dir, self.attempt = lake, directory, attempt
         self.paths: list[str] = []
         self.bytes = 0
         self._writer: pq.ParquetWriter | None = None
@@ -221,7 +222,7 @@ class _ShardWriter:
 
     def _write_now(self, table: pa.Table) -> None:
         if self._writer is None:
-            path = f"{self.dir}/part-{self.attempt}-{len(self.paths):05d}.parquet"
+            path = f"{self._dir()}/part-{self.attempt}-{len(self.paths):05d}.parquet"
             self._ctx = self.lake.atomic_open(path)
             f = self._ctx.__enter__()
             self._writer = pq.ParquetWriter(f, CONFIGURATIONS, **PARQUET_OPTIONS)
@@ -328,17 +329,18 @@ def deposit(lake: Lake, paths: list[Path], dataset: str | None = None, manifest:
             progress: bool | None = False) -> DepositReport:
     """Files on this machine (and a manifest) into the lake: keep the originals, ingest, commit.
 
-    The originals are copied into the raw zone on a background thread while the parsers read
-    them where they are; the commit waits for the copy, so a committed deposit always has its raw files.
+    The originals are hashed (their SHA-256 makes the deposit id) and copied into the raw zone on
+    a background thread while the parsers read them where they are; rows get their deposit id as
+    they arrive, and the commit waits for the copy, so a committed deposit always has its raw files.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     t0 = time.perf_counter()
     sources, msrc, m = _prepare(lake, paths, dataset, manifest)
-    staged = _identify(sources, m)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mliplake-raw") as pool:
-        copy = pool.submit(_store_raw, lake, staged.deposit_id, sources, msrc)
-        report = _ingest(lake, staged, [Path(s.path) for s in sources], progress, before_commit=copy.result)
+        staged = pool.submit(_identify, sources, m)  # the SHA-256 of every file, hence the deposit id
+        copy = pool.submit(lambda: _store_raw(lake, staged.result().deposit_id, sources, msrc))
+        report = _ingest(lake, m, staged, [Path(s.path) for s in sources], progress, before_commit=copy.result)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -451,18 +453,21 @@ def _local_raw(lake: Lake, staged: Staged) -> Iterator[list[Path]]:
 def ingest(lake: Lake, staged: Staged, progress: bool | None = False) -> DepositReport:
     """Normalise a staged deposit into shards, quarantine, and commit its record."""
     with _local_raw(lake, staged) as paths:
-        return _ingest(lake, staged, paths, progress)
+        done: Future[Staged] = Future()
+        done.set_result(staged)
+        return _ingest(lake, staged.manifest, done, paths, progress)
 
 
-def _ingest(lake: Lake, staged: Staged, files: list[Path], progress: bool | None,
+def _ingest(lake: Lake, m: Manifest, staged: Future[Staged], files: list[Path], progress: bool | None,
             before_commit: Callable[[], Any] | None = None) -> DepositReport:
+    """``staged`` may still be hashing: nothing here waits for the deposit id before the first rows."""
     t0 = time.perf_counter()
-    m, dep = staged.manifest, staged.deposit_id
-    report = DepositReport(dep, m.dataset)
+    dep = lambda: staged.result().deposit_id  # noqa: E731
+    report = DepositReport("", m.dataset)
     attempt = f"{int(time.time())}-{uuid.uuid4().hex[:8]}"
-    seen = lake.existing_ids(m.dataset, exclude_deposit=dep)
+    seen: set[str] | None = None  # config ids of the dataset's other deposits, read once the id is known
     struct_seen: set[str] = set()
-    writer = _ShardWriter(lake, lake.shard_dir("configurations", m.dataset, dep), attempt)
+    writer = _ShardWriter(lake, lambda: lake.shard_dir("configurations", m.dataset, dep()), attempt)
     quarantine: list[tuple[str, int | None, str]] = []
     elements: set[str] = set()
     labels: set[str] = set()
@@ -475,19 +480,25 @@ def _ingest(lake: Lake, staged: Staged, files: list[Path], progress: bool | None
         total = sum(p.stat().st_size for p in files)
         bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"deposit {m.dataset}",
                    disable=None if progress is None else not progress, leave=False)
-    for p, staged_file in zip(files, staged.files):
-        fr = FileReport(p.name, staged_file.sha256, p.stat().st_size)
+    for p in files:
+        fr = FileReport(p.name, "", p.stat().st_size)
         report.files.append(fr)
         entry = m.file_entry(p.name)
         fmt = (entry.format if entry else None) or detect_format(p)
         fr.format = fmt
-        ctx = FileContext(m.dataset, dep, p.name, m, entry.info if entry else {}, deposited_at)
+        ctx = FileContext(m.dataset, dep() if staged.done() else "", p.name, m, entry.info if entry else {},
+                          deposited_at)
         done = 0
         try:
             for table, rejected, nread, offset in _file_batches(p, fmt, ctx, report.key_mapping):
                 fr.frames_read += nread
                 quarantine += [(p.name, index, reason) for index, reason in rejected]
                 fr.quarantined += len(rejected)
+                if seen is None:
+                    seen = lake.existing_ids(m.dataset, exclude_deposit=dep())
+                if ctx.deposit_id != dep() and table.num_rows:
+                    i = table.schema.get_field_index("deposit_id")
+                    table = table.set_column(i, table.schema.field(i), pa.array([dep()] * table.num_rows, pa.string()))
                 table = _dedupe(table, seen, struct_seen, fr, report)
                 if table.num_rows:
                     _collect(table, elements, labels)
@@ -505,6 +516,9 @@ def _ingest(lake: Lake, staged: Staged, files: list[Path], progress: bool | None
     writer.close()
     if bar is not None:
         bar.close()
+    report.deposit_id = dep()
+    for fr, sf in zip(report.files, staged.result().files):
+        fr.sha256 = sf.sha256
 
     report.frames_read = sum(f.frames_read for f in report.files)
     report.stored = sum(f.stored for f in report.files)
@@ -517,8 +531,8 @@ def _ingest(lake: Lake, staged: Staged, files: list[Path], progress: bool | None
         report.status = "empty" if not quarantine else "quarantined"
     q_paths = []
     if quarantine:
-        qp = f"{lake.shard_dir('quarantine', m.dataset, dep)}/part-{attempt}.parquet"
-        report.bytes_written += lake.write_table(qp, _quarantine_table(m.dataset, dep, quarantine))
+        qp = f"{lake.shard_dir('quarantine', m.dataset, dep())}/part-{attempt}.parquet"
+        report.bytes_written += lake.write_table(qp, _quarantine_table(m.dataset, dep(), quarantine))
         q_paths.append(qp)
     report.bytes_written += writer.bytes
     if before_commit is not None:
