@@ -135,6 +135,8 @@ def pool() -> ProcessPoolExecutor:
 
 def normalise_file(path: Path, ctx: FileContext) -> Iterator[tuple[pa.Table, list[Rejection], dict[str, int], int]]:
     """(table, rejections, key usage, bytes read) per chunk, in file order; raises ScanError to fall back."""
+    from extxyz import cextxyz  # noqa: F401  (imported once here, so the forked workers inherit it)
+
     with pool() as ex:
         yield from _run(ex, path, ctx)
 
