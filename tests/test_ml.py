@@ -47,7 +47,7 @@ def trained(tmp_path_factory):
         sensor_runs = run_inbox(defs, instance, res)
         logs = [e.message for e in instance.all_logs(model_run.run_id) if e.message and "epoch" in e.message]
     mp.undo()
-    return {"lake": lake, "epoch_logs": logs, "generated_runs": sensor_runs, "gen": gen}
+    return {"lake": lake, "epoch_logs": logs, "generated_runs": sensor_runs, "gen": gen, "work": root / "work"}
 
 
 def test_training_set_hash_is_stable_and_versions_stay_readable(tmp_path):
@@ -92,6 +92,19 @@ def test_model_trains_through_dagster_and_loads_as_calculator(trained):
     atoms = next(lake.atoms(filter='dataset = "rmd17-ethanol"'))
     atoms.calc = calc
     assert np.isfinite(atoms.get_potential_energy()) and atoms.get_forces().shape == (9, 3)
+
+
+def test_exported_training_files_train_without_key_warnings(trained):
+    """The training set's extxyz (mliplake's export, REF_* keys) as MACE read it: MACE's own log of the
+    run has no warning about keys (ASE-unsafe 'energy'/'forces'/'stress', or labels not found)."""
+    (card,) = ml.models(trained["lake"])
+    logs = list((trained["work"] / "train" / card["model_id"] / "logs").glob("*.log"))
+    assert logs, "MACE wrote no log"
+    text = "\n".join(p.read_text() for p in logs)
+    assert "Epoch 0" in text or "Epoch 1" in text  # the log is the training's
+    warnings = [line for line in text.splitlines() if "WARNING" in line]
+    keyed = [w for w in warnings if "_key" in w or "found with key" in w or "None of" in w]
+    assert not keyed, keyed
 
 
 def test_benchmark_equals_an_independent_evaluation(trained):
