@@ -5,7 +5,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.errors import DagsterExecutionInterruptedError
 
 from mliplake import slurm
 
@@ -31,7 +30,7 @@ class PipesSlurmClient(dg.PipesClient):
             context.log.info(f"Slurm job {job} submitted: {script}")
             try:
                 final = slurm.wait(job, self.poll_seconds, lambda s: context.log.info(f"Slurm job {job}: {s}"))
-            except DagsterExecutionInterruptedError:
+            except dg.DagsterExecutionInterruptedError:
                 context.log.info(f"run interrupted: cancelling Slurm job {job}")
                 slurm.cancel(job)
                 raise
