@@ -219,6 +219,30 @@ def test_models_asset_trains_on_slurm_followed_through_pipes(local_slurm, tmp_pa
     assert np.isfinite(atoms.get_potential_energy())
 
 
+def test_cli_trains_on_slurm(local_slurm, tmp_path, monkeypatch):
+    """``mliplake train SPEC --slurm`` on a login node: submits, follows the job's states, registers."""
+    import yaml
+    from click.testing import CliRunner
+
+    from mliplake.cli import main
+
+    monkeypatch.setenv("MLIPLAKE_WORKDIR", str(tmp_path / "work"))
+    lake = mliplake.Lake(tmp_path / "lake")
+    lake.deposit(sample_files("rmd17")[:1], manifest=SAMPLES["rmd17"] / "manifest.yaml")
+    training.materialise(lake, training.load_spec(SPEC))
+    spec = tmp_path / "hpc.yaml"
+    spec.write_text(yaml.safe_dump({"name": "hpc", "training_set": "ethanol", "max_num_epochs": 1}))
+    args = ["--lake", lake.url, "train", str(spec), "--slurm", "--gpus", "0", "--cpus", "2", "--mem", "4G"]
+    shown = CliRunner().invoke(main, [*args, "--script-only"])
+    assert shown.exit_code == 0 and "#SBATCH --mem=4G" in shown.output and "--gpus" not in shown.output
+    assert not ml.models(lake)  # nothing submitted
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 0, out.output
+    (card,) = ml.models(lake)
+    assert f"Slurm job {card['training']['launcher']['job_id']}: COMPLETED" in out.output
+    assert card["model_id"] in out.output and len(card["training"]["epochs"]) == 1
+
+
 def test_failed_slurm_job_fails_the_asset_and_names_its_output(local_slurm, tmp_path):
     from pipelines.defs.ml.slurm import PipesSlurmClient
 

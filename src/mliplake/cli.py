@@ -324,14 +324,42 @@ def training_set(ctx: click.Context, spec: Path) -> None:
 
 @main.command()
 @click.argument("spec", type=click.Path(exists=True, path_type=Path))
+@click.option("--slurm", "on_slurm", is_flag=True,
+              help="Submit as a Slurm batch job from this (login) node, follow it, register the model.")
+@click.option("--partition", default="", help="With --slurm: the partition.")
+@click.option("--account", default="", help="With --slurm: the account to charge.")
+@click.option("--gpus", default=1, show_default=True, help="With --slurm: GPUs to ask for (0: none).")
+@click.option("--time", "time_limit", default="04:00:00", show_default=True, help="With --slurm: the time limit.")
+@click.option("--cpus", default=8, show_default=True, help="With --slurm: CPUs per task.")
+@click.option("--mem", default="32G", show_default=True, help="With --slurm: memory per node.")
+@click.option("--setup", default="", help='With --slurm: shell lines the job runs first, e.g. "module load cuda".')
+@click.option("--script-only", is_flag=True, help="With --slurm: print the batch script and submit nothing.")
 @click.pass_context
-def train(ctx: click.Context, spec: Path) -> None:
-    """Train a model spec (YAML) out of process and register it; epoch metrics as they come."""
-    from . import ml
+def train(ctx: click.Context, spec: Path, on_slurm: bool, partition: str, account: str, gpus: int,
+          time_limit: str, cpus: int, mem: str, setup: str, script_only: bool) -> None:
+    """Train a model spec (YAML) out of process and register it; epoch metrics as they come.
 
-    card = ml.train(_lake(ctx), ml.load_model_spec(spec), on_epoch=lambda e: click.echo(
-        f"epoch {e['epoch']}: loss {e['loss']:.4g}  RMSE E {e['rmse_e_per_atom_meV']:.1f} meV/atom  "
-        f"RMSE F {e['rmse_f_meV_per_A']:.1f} meV/A  ({e['seconds']:.0f} s)"))
+    With --slurm the training runs as a batch job (the work directory, $MLIPLAKE_WORKDIR, must be on
+    a filesystem the compute nodes share); the command waits for it and registers the model.
+    """
+    from . import ml, slurm
+
+    lake, mspec = _lake(ctx), ml.load_model_spec(spec)
+    if on_slurm:
+        opts = slurm.SlurmOptions(partition=partition, account=account, gpus=gpus, time=time_limit,
+                                  cpus_per_task=cpus, mem=mem, setup=setup)
+        try:
+            if script_only:
+                script, work = ml.slurm_script(lake, mspec, opts)
+                click.echo(script + f"# work directory: {work}")
+                return
+            card = ml.train_on_slurm(lake, mspec, opts, on_state=lambda job, s: click.echo(f"Slurm job {job}: {s}"))
+        except slurm.SlurmError as e:
+            raise click.ClickException(str(e)) from None
+    else:
+        card = ml.train(lake, mspec, on_epoch=lambda e: click.echo(
+            f"epoch {e['epoch']}: loss {e['loss']:.4g}  RMSE E {e['rmse_e_per_atom_meV']:.1f} meV/atom  "
+            f"RMSE F {e['rmse_f_meV_per_A']:.1f} meV/A  ({e['seconds']:.0f} s)"))
     click.echo(f"model {card['model_id']}: {card['parameters']} parameters, elements {','.join(card['elements'])}")
 
 

@@ -194,6 +194,26 @@ def slurm_script(lake: Lake, spec: ModelSpec, opts: SlurmOptions, ts: TrainingSe
     return slurm.batch_script(cmd, work, f"mliplake-{mid}", opts, env), work
 
 
+def train_on_slurm(lake: Lake, spec: ModelSpec, opts: SlurmOptions, ts: TrainingSet | None = None,
+                   poll_seconds: float = 10.0, on_state: Callable[[str, str], None] | None = None) -> dict[str, Any]:
+    """Without Dagster: write the batch script, ``sbatch`` it, wait for the job, register the model.
+
+    ``on_state(job_id, state)`` hears each new job state. A job that does not complete raises
+    :class:`mliplake.slurm.SlurmError` naming its state and output file.
+    """
+    ts = ts or training.load(lake, spec.training_set)
+    mid = model_id(spec, ts)
+    if lake.fs.exists(lake.path(MODELS, mid, "card.json")):
+        return card(lake, mid)
+    script, work = slurm_script(lake, spec, opts, ts)
+    (work / "job.sh").write_text(script)
+    job = slurm.submit(work / "job.sh")
+    final = slurm.wait(job, poll_seconds, (lambda s: on_state(job, s)) if on_state else None)
+    if final != slurm.COMPLETED:
+        raise slurm.SlurmError(f"Slurm job {job} ended {final}; its output is in {work}/slurm-{job}.out")
+    return register_from_workdir(lake, spec, ts, launcher={"kind": "slurm", "job_id": job, "partition": opts.partition})
+
+
 def register_from_workdir(lake: Lake, spec: ModelSpec, ts: TrainingSet | None = None,
                           launcher: dict[str, Any] | None = None) -> dict[str, Any]:
     """Register a model trained by a batch job (its log has the epochs and the model line)."""
