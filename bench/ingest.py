@@ -30,7 +30,6 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -43,6 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
+import perfdoc
 from perfdoc import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -664,39 +664,7 @@ def run_profile(data: Dataset, work: Path) -> str:
 
 
 def machine() -> dict[str, str]:
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as fh:
-        cpu = next((l.split(":", 1)[1].strip() for l in fh if l.startswith("model name")), cpu)
-    with open("/proc/meminfo") as fh:
-        kib = next(int(l.split()[1]) for l in fh if l.startswith("MemTotal"))
-    return {
-        "cpu": cpu,
-        "nproc": str(len(os.sched_getaffinity(0))),
-        "ram": f"{kib / MIB:.1f} GiB",
-        "python": platform.python_version(),
-        "versions": _versions(),
-        "git": _git_rev(),
-    }
-
-
-def _versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    parts = []
-    for pkg in ("mliplake", "extxyz", "ase", "pyarrow", "numpy"):
-        try:
-            parts.append(f"{pkg} {version(pkg)}")
-        except PackageNotFoundError:
-            parts.append(f"{pkg} (not installed; working tree)")
-    return ", ".join(parts)
-
-
-def _git_rev() -> str:
-    rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    if rev.returncode != 0:
-        return "no commit yet"
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "src"], capture_output=True, text=True)
-    return rev.stdout.strip() + (" + uncommitted changes in src/" if dirty.stdout.strip() else "")
+    return perfdoc.machine(("mliplake", "extxyz", "ase", "pyarrow", "numpy"))
 
 
 def ratio(a: Measurement | None, b: Measurement | None) -> float | None:

@@ -45,7 +45,6 @@ import itertools
 import json
 import multiprocessing as mp
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -56,6 +55,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import perfdoc
 from perfdoc import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +64,6 @@ sys.path.insert(0, str(ROOT / "src"))  # the working tree, even when the package
 DEFAULT_WORK = ROOT / "bench" / "_work"
 DOC = ROOT / "docs" / "performance.md"
 SECTION = "## Query"
-MIB = 1024 * 1024
 
 # ----------------------------------------------------------------------------- the synthetic data
 
@@ -762,24 +761,7 @@ def _files_literal(lake: Any) -> str:
 
 
 def machine() -> dict[str, str]:
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as fh:
-        cpu = next((l.split(":", 1)[1].strip() for l in fh if l.startswith("model name")), cpu)
-    with open("/proc/meminfo") as fh:
-        kib = next(int(l.split()[1]) for l in fh if l.startswith("MemTotal"))
-    from importlib.metadata import PackageNotFoundError, version
-
-    vers = []
-    for pkg in ("mliplake", "duckdb", "pyarrow", "ase", "numpy"):
-        try:
-            vers.append(f"{pkg} {version(pkg)}")
-        except PackageNotFoundError:
-            vers.append(f"{pkg} (working tree)")
-    rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "src"], capture_output=True, text=True)
-    git = (rev.stdout.strip() or "no commit") + (" + uncommitted changes in src/" if dirty.stdout.strip() else "")
-    return {"cpu": cpu, "nproc": str(len(os.sched_getaffinity(0))), "ram": f"{kib / MIB:.1f} GiB",
-            "python": platform.python_version(), "versions": ", ".join(vers), "git": git}
+    return perfdoc.machine(("mliplake", "duckdb", "pyarrow", "ase", "numpy"))
 
 
 def lake_stats(lake_dir: Path) -> dict[str, Any]:

@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from perfdoc import write_section  # noqa: E402
-from query import FILTERS, SEARCH_COLUMNS, machine  # noqa: E402  (bench/query.py)
+from query import FILTERS, SEARCH_COLUMNS, machine, timed  # noqa: E402  (bench/query.py)
 
 WORK = ROOT / "bench" / "_work"
 SOURCE_LAKE = WORK / "query_lake"
@@ -200,12 +200,7 @@ class QueryRow:
 
 def median_ms(fn: Callable[[], Any], runs: int) -> tuple[float, Any]:
     """Median milliseconds of ``runs`` calls after one warm-up; and the last result."""
-    out = fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
+    times, out = timed(fn, runs)
     return 1000 * statistics.median(times), out
 
 

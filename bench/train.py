@@ -1,7 +1,7 @@
 """Training benchmark: MACE epoch time on CPU and GPU for the same spec, and the share of it spent
 waiting for the data loader.
 
-Builds (once, cached under ``bench/_work/train_lake``) a lake with the bundled rMD17 ethanol
+Builds (once, cached under ``bench/_work/train_lake_<schema hash>``) a lake with the bundled rMD17 ethanol
 sample (2,000 frames) and materialises a training set of all of it (80/10/10, seeded).
 Then, for each model spec below and each device asked for, it runs ``mliplake.mace_train`` (the
 wrapper every launcher uses) in a child process with MACE's ``train_one_epoch`` timed from outside:
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import statistics
@@ -37,6 +38,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
+import perfdoc  # noqa: E402
 from perfdoc import write_section  # noqa: E402
 
 WORK = ROOT / "bench" / "_work"
@@ -103,7 +105,11 @@ def lake_and_training_set():  # noqa: ANN201
     import mliplake
     from mliplake import training
 
-    lake = mliplake.Lake(WORK / "train_lake")
+    from mliplake.schema import CONFIGURATIONS
+
+    # a lake of the current schema: a cached one from before a schema change would not open
+    schema = hashlib.sha256(str(CONFIGURATIONS).encode()).hexdigest()[:8]
+    lake = mliplake.Lake(WORK / f"train_lake_{schema}")
     samples = ROOT / "src" / "mliplake" / "samples" / "rmd17"
     if not lake.records():
         lake.deposit(sorted(samples.glob("*.xyz")), manifest=samples / "manifest.yaml")
@@ -143,8 +149,7 @@ def devices_here() -> tuple[list[str], str]:
 
 
 def render(rows: list[dict[str, Any]], gpu: str) -> str:
-    cpu = (open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": \t")
-           if Path("/proc/cpuinfo").exists() else "")
+    cpu = perfdoc.machine(())["cpu"]
     lines = [
         SECTION, "",
         f"`bench/train.py`, {dt.date.today()}: MACE (mace-torch, float32) on the bundled rMD17 ethanol "
