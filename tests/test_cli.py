@@ -4,6 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 from conftest import SAMPLES, make_bucket, sample_files
 
@@ -48,3 +49,63 @@ def test_cli_on_s3(s3_endpoint, tmp_path):
     assert r.exit_code == 0, r.output
     listing = run("--lake", url, "deposits").output.splitlines()[-1].split()
     assert listing[1:3] == ["3bpa", "stored"] and listing[4:6] == ["504", "504"]
+
+
+# ---------------------------------------------------------------- bad input: a clear line, never a traceback
+
+
+BAD_OPTIONS = [
+    (["search", "--limit", "-1", "nsites > 1"], ["--limit", "-1"]),
+    (["search", "--limit", "100000000000000000000"], ["--limit"]),
+    (["summary", "--bins", "0"], ["--bins"]),
+    (["summary", "--bins", "-3"], ["--bins"]),
+    (["summary", "--plot", "{tmp}/h.xyz"], ["--plot", "h.xyz", ".png"]),
+    (["summary", "--plot", "{dir}"], ["{dir}", "is a directory"]),
+    (["deposit", "{file}", "-m", "{dir}"], ["--manifest", "{dir}", "is a directory"]),
+    (["sql", "SELECT 1", "--format", "csv", "--out", "{dir}"], ["--out", "{dir}"]),
+    (["sql", "SELECT 1", "--format", "xml"], ["--format", "xml"]),
+    (["sql", " "], ["the query is empty"]),
+    (["export", "-o", "{dir}"], ["{dir}", "is a directory"]),
+    (["training-set", "{dir}"], ["{dir}", "is a directory"]),
+    (["train", "{dir}"], ["{dir}", "is a directory"]),
+    (["train", "{file}", "--slurm", "--gpus", "-1"], ["--gpus"]),
+    (["train", "{file}", "--cpus", "0"], ["--cpus"]),
+    (["models", "x", "--download", "{dir}"], ["{dir}", "is a directory"]),
+]
+
+
+@pytest.mark.parametrize("args, needles", BAD_OPTIONS, ids=[" ".join(a)[:40] for a, _ in BAD_OPTIONS])
+def test_bad_option_values_are_usage_errors(tmp_path, args, needles):
+    folder, data = tmp_path / "a folder", tmp_path / "data.xyz"
+    folder.mkdir()
+    data.write_text("1\n\nH 0 0 0\n")
+    fill = lambda s: s.format(tmp=tmp_path, dir=folder, file=data)  # noqa: E731
+    r = run("--lake", tmp_path / "lake", *map(fill, args))  # a traceback would raise here
+    assert r.exit_code == 2, r.output
+    for needle in map(fill, needles):
+        assert needle in r.output, r.output
+
+
+def test_summary_key_is_a_field_name_and_filters_may_have_or(samples_lake):
+    """A summary key is a name: 'x OR y' used to reach the filter parser and crash on the Or node."""
+    r = run("--lake", samples_lake.url, "summary", "-k", "nsites IS KNOWN OR nsites")
+    assert r.exit_code == 1 and "is not a field name" in r.output, r.output
+    r = run("--lake", samples_lake.url, "summary", "-k", "nsites", "-k", "info.config_type",
+            "-f", 'nsites < 5 OR info.config_type = "rmd17"')
+    assert r.exit_code == 0, r.output
+    assert "configurations: 2004" in r.output and "rmd17 (2000)" in r.output
+
+
+def test_errors_about_paths_and_servers_are_one_line(tmp_path):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    r = run("--lake", not_a_folder, "deposits")
+    assert r.exit_code == 1 and str(not_a_folder) in r.output, r.output
+    unreachable = {"MLIPLAKE_OPENSEARCH_URL": "http://127.0.0.1:9"}
+    for command in (["index", "status"], ["index", "reconcile"]):
+        r = run("--lake", tmp_path / "lake", *command, env=unreachable)
+        assert r.exit_code == 1 and "unreachable" in r.output and "http://127.0.0.1:9" in r.output, r.output
+    r = run("--lake", tmp_path / "lake", "lineage", "nope")
+    assert r.exit_code == 1 and "no model" in r.output, r.output
+    r = run("--lake", tmp_path / "lake", "sql", "SET threads = 1")
+    assert r.exit_code == 0, r.output

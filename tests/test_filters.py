@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 import mliplake
+from mliplake import filters
 from mliplake.filters import FilterError
 
 from conftest import SAMPLES
@@ -350,6 +351,11 @@ FILTERS = [
                  id="not-length-unknown"),
     pytest.param("info.dihedrals HAS > 300", lambda r: has(info(r, "dihedrals"), ">", 300), id="info-has-op"),
     pytest.param("info.dihedrals HAS 209.44", lambda r: has(info(r, "dihedrals"), "=", 209.44), id="info-has-float"),
+    pytest.param("info.dihedrals HAS ANY 209.44, 1000", lambda r: has_any(info(r, "dihedrals"), 209.44, 1000),
+                 id="info-has-any-float-and-int"),
+    pytest.param('elements HAS != "H"', lambda r: has(r.elements, "!=", "H"), id="has-not-equal"),
+    pytest.param("info.dihedrals HAS != 209.44", lambda r: has(info(r, "dihedrals"), "!=", 209.44),
+                 id="info-has-not-equal"),
     pytest.param("info.group LENGTH 0", lambda r: length(info(r, "group"), "=", 0), id="length-of-a-string"),
     # IS KNOWN / IS UNKNOWN
     pytest.param("info.md17_index IS KNOWN", lambda r: known(info(r, "md17_index")), id="info-known"),
@@ -539,6 +545,9 @@ BAD_FILTERS = [
     pytest.param("nsites; DROP TABLE configurations < 5", ["column 7"], id="semicolon-in-field-name"),
     pytest.param('info.a"b = 1', ["column 7"], id="double-quote-in-field-name"),
     pytest.param("info.x-- < 5", ["column 7"], id="sql-comment-in-field-name"),
+    pytest.param("info.x HAS < TRUE", ["booleans compare only with = and !=", "column 12"], id="has-boolean-order"),
+    pytest.param('info.x HAS ALL 1, "a"', ["all strings, all numbers or all booleans"], id="has-all-mixed-kinds"),
+    pytest.param("info.x HAS ANY TRUE, 1", ["all strings, all numbers or all booleans"], id="has-any-bool-and-number"),
 ]
 
 
@@ -550,6 +559,59 @@ def test_bad_filter(samples_lake, filter_, needles):
         assert needle in str(err.value), str(err.value)
     with pytest.raises(FilterError):
         samples_lake.count(filter_)
+
+
+# ---------------------------------------------------------------- numbers beyond every range
+
+BIG = 10**40  # beyond DuckDB's 128-bit integers
+ENORMOUS = 10**5000  # beyond Python's int() of a string (4,300 digits)
+E = "1" + "0" * 5000  # ENORMOUS as text (str() of it raises)
+
+NUMBER_FILTERS = [
+    pytest.param(f"nsites < {BIG}", lambda r: cmp(r.nsites, "<", BIG), id="int-beyond-128-bits"),
+    pytest.param(f"nsites > {BIG}", lambda r: cmp(r.nsites, ">", BIG), id="int-beyond-128-bits-none"),
+    pytest.param(f"nsites != -1{'0' * 5000}", lambda r: cmp(r.nsites, "!=", -ENORMOUS), id="int-beyond-int-limit"),
+    pytest.param(f"{E} > nsites", lambda r: cmp(r.nsites, "<", ENORMOUS), id="int-beyond-int-limit-first"),
+    pytest.param("nsites = 9223372036854775808", lambda r: cmp(r.nsites, "=", 2**63), id="int64-max-plus-one"),
+    pytest.param("nsites > -9223372036854775809", lambda r: cmp(r.nsites, ">", -(2**63) - 1), id="int64-min-minus-one"),
+    pytest.param(f"nsites < {'0' * 400}9", lambda r: cmp(r.nsites, "<", 9), id="leading-zeros"),
+    pytest.param(f"energy > -1{'0' * 400}", lambda r: cmp(r.energy, ">", -(10**400)), id="beyond-double"),
+    pytest.param(f"info.md17_index < {BIG}", lambda r: cmp(info(r, "md17_index"), "<", BIG), id="info-beyond-128-bits"),
+    pytest.param(f"info.md17_index >= -{E}", lambda r: cmp(info(r, "md17_index"), ">=", -ENORMOUS),
+                 id="info-beyond-int-limit"),
+    pytest.param(f"info.dihedrals HAS < {E}", lambda r: has(info(r, "dihedrals"), "<", ENORMOUS),
+                 id="has-beyond-int-limit"),
+    pytest.param(f"elements_ratios HAS ANY 1, {BIG}", lambda r: has_any(r.elements_ratios, 1, BIG), id="ratios-big"),
+    pytest.param(f"info.dihedrals LENGTH < {E}", lambda r: length(info(r, "dihedrals"), "<", ENORMOUS),
+                 id="length-beyond-int-limit"),
+    pytest.param(f"elements LENGTH != {BIG}", lambda r: length(r.elements, "!=", BIG), id="elements-length-big"),
+]
+
+
+@pytest.mark.parametrize("filter_, predicate", NUMBER_FILTERS)
+def test_numbers_beyond_every_range(samples_lake, filter_, predicate):
+    """Integers past int64, DuckDB's HUGEINT and Python's int() limit compare as their value would."""
+    assert samples_lake.count(filter_) == len(reference(predicate))
+
+
+def test_number_literals():
+    assert filters.number("007") == 7 and filters.number("-0") == 0 and filters.number("+5") == 5
+    assert filters.number("0" * 400 + "1") == 1
+    assert filters.number("1" + "0" * 307) == 10**307
+    assert filters.number("1" + "0" * 308) == math.inf and filters.number("-1" + "0" * 5000) == -math.inf
+    assert filters.number("1e400") == math.inf and filters.number("-.5") == -0.5
+    assert filters.parse("info.x HAS ALL 1, 2.5").values == (1, 2.5)  # ints and floats are all numbers
+
+
+@pytest.mark.parametrize("name", ["nsites IS KNOWN OR nsites", "a OR b", "", " nsites", "info.x = 1", "nsite"])
+def test_field_names_are_names_not_filters(name):
+    with pytest.raises(FilterError):
+        filters.field_named(name)
+
+
+def test_field_named():
+    assert filters.field_named("info.config_type").path == ("config_type",)
+    assert filters.field_named("nsites").spec is filters.FIELDS["nsites"]
 
 
 def test_filter_error_is_a_value_error():

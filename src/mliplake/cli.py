@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import yaml
 
 from .ingest import DepositError
 from .lake import Lake, default_url
@@ -33,7 +34,31 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-@click.group()
+class _Main(click.Group):
+    """Errors in what the user gave (filters, SQL, paths) print as one clear line, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from .filters import FilterError
+        from .query import SQLError
+
+        try:
+            return super().invoke(ctx)
+        except (FilterError, SQLError) as e:
+            raise click.ClickException(str(e)) from None
+        except OSError as e:  # a path that is a folder, a missing folder, no permission, a file as the lake
+            raise click.ClickException(_os_error(e)) from None
+
+
+def _os_error(e: OSError) -> str:
+    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    return f"{where}: {e.strerror or e}" if where else str(e)
+
+
+#: an output file: a folder there is a usage error naming it (not an IsADirectoryError later)
+OUT_FILE = click.Path(dir_okay=False, path_type=Path)
+
+
+@click.group(cls=_Main)
 @click.option("--lake", "lake_url", default=None, metavar="URL",
               help="Lake location: a folder or s3://bucket/prefix (default: $MLIPLAKE_LAKE or ./lake).")
 @click.pass_context
@@ -49,7 +74,8 @@ def _lake(ctx: click.Context) -> Lake:
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--dataset", "-d", help="Dataset name (or give it in the manifest).")
-@click.option("--manifest", "-m", type=click.Path(path_type=Path), help="Manifest file (YAML or JSON).")
+@click.option("--manifest", "-m", type=click.Path(dir_okay=False, path_type=Path),
+              help="Manifest file (YAML or JSON).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 def deposit(ctx: click.Context, paths: tuple[Path, ...], dataset: str | None, manifest: Path | None,
@@ -100,23 +126,6 @@ def quarantine(ctx: click.Context, deposit_id: str) -> None:
     click.echo(table(rows, ["source_file", "frame_index", "detail"]))
 
 
-def _fail_on_user_error(fn):  # noqa: ANN001, ANN202
-    """Errors in what the user typed (filters, SQL) print as one clear line, never a traceback."""
-    import functools
-
-    from .filters import FilterError
-    from .query import SQLError
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        try:
-            return fn(*args, **kwargs)
-        except (FilterError, SQLError) as e:
-            raise click.ClickException(str(e)) from None
-
-    return wrapper
-
-
 def _emit(tab: Any, fmt: str, out: Path | None) -> None:
     """A table as text, CSV, JSON or Parquet, to stdout or a file."""
     import pyarrow.csv as pacsv
@@ -147,25 +156,31 @@ def _emit(tab: Any, fmt: str, out: Path | None) -> None:
 @main.command()
 @click.argument("query")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table")
-@click.option("--out", type=click.Path(path_type=Path), help="Write to a file instead of the terminal.")
+@click.option("--out", type=OUT_FILE, help="Write to a file instead of the terminal.")
 @click.option("--untrusted", is_flag=True, help="Run sandboxed: one SELECT, lake files only, time and row limits.")
 @click.pass_context
-@_fail_on_user_error
 def sql(ctx: click.Context, query: str, fmt: str, out: Path | None, untrusted: bool) -> None:
     """Run SQL over the views: configurations, datasets, deposits, quarantine, keys."""
+    if not query.strip():
+        raise click.BadParameter("the query is empty", param_hint="QUERY")
     lake = _lake(ctx)
-    tab = lake.sql(query, untrusted=True) if untrusted else lake.sql(query).to_arrow_table()
-    _emit(tab, fmt, out)
+    if untrusted:
+        _emit(lake.sql(query, untrusted=True), fmt, out)
+        return
+    rel = lake.sql(query)
+    if rel is None:  # a statement without a result (SET, CREATE VIEW, ...)
+        click.echo("done (the statement returns no rows)", err=True)
+        return
+    _emit(rel.to_arrow_table(), fmt, out)
 
 
 @main.command()
 @click.argument("filter", required=False, default="")
-@click.option("--limit", default=20, show_default=True, help="Rows to show.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(0, 1_000_000_000), help="Rows to show.")
 @click.option("--columns", help="Comma-separated columns to show.")
 @click.option("--json", "as_json", is_flag=True, help="Rows as JSON.")
 @click.option("--count", "only_count", is_flag=True, help="Print only the number of matching configurations.")
 @click.pass_context
-@_fail_on_user_error
 def search(ctx: click.Context, filter: str, limit: int, columns: str | None, as_json: bool, only_count: bool) -> None:
     """Configurations matching a filter (OPTIMADE filter language, see docs/query.md)."""
     from .search import SearchError, engine_for
@@ -249,11 +264,15 @@ def status(ctx: click.Context) -> None:
     search, client = _search_client()
     lake = _lake(ctx)
     alias = search.index_name(lake)
-    current = search.current_index(client, alias)
+    try:
+        with search.talking_to(client, f"reading the status of {alias}"):
+            current = search.current_index(client, alias)
+            docs = client.count(index=alias)["count"] if current is not None else 0
+    except search.SearchError as e:
+        raise click.ClickException(str(e)) from None
     if current is None:
         click.echo(f"no index behind {alias}: run `mliplake index rebuild`")
         return
-    docs = client.count(index=alias)["count"]
     click.echo(f"{alias} -> {current}: {docs} documents; the lake has {lake.count()} configurations")
 
 
@@ -262,26 +281,37 @@ def status(ctx: click.Context) -> None:
 def reconcile(ctx: click.Context) -> None:
     """Find and repair drift between the lake and the index."""
     search, client = _search_client()
-    r = search.reconcile(_lake(ctx), client)
+    try:
+        r = search.reconcile(_lake(ctx), client)
+    except search.SearchError as e:
+        raise click.ClickException(str(e)) from None
     click.echo(f"{r.index}: checked {r.checked}; indexed {len(r.missing)} missing, re-indexed {len(r.stale)} stale, "
                f"deleted {len(r.extra)} extra")
 
 
 @main.command()
 @click.pass_context
-@_fail_on_user_error
 def keys(ctx: click.Context) -> None:
     """Every key in the lake: category, dtype, unit, how many configurations carry it, in which datasets."""
     click.echo(table(_lake(ctx).keys().to_pylist()))
 
 
+PLOT_SUFFIXES = (".png", ".svg", ".pdf", ".html")
+
+
+def _plot_path(ctx: click.Context, param: click.Parameter, path: Path | None) -> Path | None:
+    if path is not None and path.suffix.lower() not in PLOT_SUFFIXES:
+        raise click.BadParameter(f"{path}: the file name must end in {', '.join(PLOT_SUFFIXES)}", param_hint="--plot")
+    return path
+
+
 @main.command()
 @click.option("--filter", "-f", "filter_", default="", help="Summarise only matching configurations.")
 @click.option("--key", "-k", "keys_", multiple=True, help="A field or info.<key> (repeat); default: the usual ones.")
-@click.option("--plot", type=click.Path(path_type=Path), help="Histograms to a .png or .html file.")
-@click.option("--bins", default=20, show_default=True)
+@click.option("--plot", type=OUT_FILE, callback=_plot_path,
+              help="Histograms to a .png, .svg, .pdf or .html file.")
+@click.option("--bins", default=20, show_default=True, type=click.IntRange(1, 1000))
 @click.pass_context
-@_fail_on_user_error
 def summary(ctx: click.Context, filter_: str, keys_: tuple[str, ...], plot: Path | None, bins: int) -> None:
     """Counts, statistics, value counts, element counts and histograms, computed inside DuckDB."""
     from . import stats
@@ -296,10 +326,9 @@ def summary(ctx: click.Context, filter_: str, keys_: tuple[str, ...], plot: Path
 @main.command()
 @click.option("--filter", "-f", "filter_", default="", help="Export only matching configurations.")
 @click.option("--format", "fmt", type=click.Choice(["extxyz", "parquet"]), default="extxyz", show_default=True)
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path))
+@click.option("--out", "-o", required=True, type=OUT_FILE)
 @click.option("--original-keys", is_flag=True, help="Labels under the deposits' own key names, not MACE's REF_*.")
 @click.pass_context
-@_fail_on_user_error
 def export(ctx: click.Context, filter_: str, fmt: str, out: Path, original_keys: bool) -> None:
     """Write matching configurations to extxyz (MACE-ready) or Parquet, streaming, with a manifest beside."""
     from .export import export as run
@@ -309,7 +338,7 @@ def export(ctx: click.Context, filter_: str, fmt: str, out: Path, original_keys:
 
 
 @main.command("training-set")
-@click.argument("spec", type=click.Path(exists=True, path_type=Path))
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.pass_context
 def training_set(ctx: click.Context, spec: Path) -> None:
     """Materialise a training-set spec (YAML): an immutable, content-addressed snapshot."""
@@ -317,20 +346,21 @@ def training_set(ctx: click.Context, spec: Path) -> None:
 
     try:
         ts = training.materialise(_lake(ctx), training.load_spec(spec))
-    except (training.SpecError, ValueError) as e:
+    except (training.SpecError, ValueError, yaml.YAMLError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"training set {ts.name} version {ts.version}: {ts.manifest['counts']} -> {ts.path}")
 
 
 @main.command()
-@click.argument("spec", type=click.Path(exists=True, path_type=Path))
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--slurm", "on_slurm", is_flag=True,
               help="Submit as a Slurm batch job from this (login) node, follow it, register the model.")
 @click.option("--partition", default="", help="With --slurm: the partition.")
 @click.option("--account", default="", help="With --slurm: the account to charge.")
-@click.option("--gpus", default=1, show_default=True, help="With --slurm: GPUs to ask for (0: none).")
+@click.option("--gpus", default=1, show_default=True, type=click.IntRange(0),
+              help="With --slurm: GPUs to ask for (0: none).")
 @click.option("--time", "time_limit", default="04:00:00", show_default=True, help="With --slurm: the time limit.")
-@click.option("--cpus", default=8, show_default=True, help="With --slurm: CPUs per task.")
+@click.option("--cpus", default=8, show_default=True, type=click.IntRange(1), help="With --slurm: CPUs per task.")
 @click.option("--mem", default="32G", show_default=True, help="With --slurm: memory per node.")
 @click.option("--setup", default="", help='With --slurm: shell lines the job runs first, e.g. "module load cuda".')
 @click.option("--script-only", is_flag=True, help="With --slurm: print the batch script and submit nothing.")
@@ -344,7 +374,10 @@ def train(ctx: click.Context, spec: Path, on_slurm: bool, partition: str, accoun
     """
     from . import ml, slurm
 
-    lake, mspec = _lake(ctx), ml.load_model_spec(spec)
+    try:
+        lake, mspec = _lake(ctx), ml.load_model_spec(spec)
+    except (ml.SpecError, yaml.YAMLError) as e:
+        raise click.ClickException(str(e)) from None
     if on_slurm:
         opts = slurm.SlurmOptions(partition=partition, account=account, gpus=gpus, time=time_limit,
                                   cpus_per_task=cpus, mem=mem, setup=setup)
@@ -365,7 +398,7 @@ def train(ctx: click.Context, spec: Path, on_slurm: bool, partition: str, accoun
 
 @main.command()
 @click.argument("model_id", required=False)
-@click.option("--download", type=click.Path(path_type=Path), help="Copy the model file here.")
+@click.option("--download", type=OUT_FILE, help="Copy the model file here.")
 @click.pass_context
 def models(ctx: click.Context, model_id: str | None, download: Path | None) -> None:
     """List registered models, or show one model card (and download its file)."""
@@ -413,7 +446,10 @@ def lineage(ctx: click.Context, model_id: str) -> None:
     """From a model to its card, training-set manifest and the exact config_ids it saw."""
     from . import ml
 
-    out = ml.lineage(_lake(ctx), model_id)
+    try:
+        out = ml.lineage(_lake(ctx), model_id)
+    except KeyError as e:
+        raise click.ClickException(str(e.args[0])) from None
     click.echo(json.dumps(out, indent=1))
 
 

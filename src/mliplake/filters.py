@@ -126,7 +126,7 @@ class Has:
 class Length:
     field: Field
     op: str
-    n: int
+    n: int | float  # a float only for integers too long to hold exactly: +-inf (see number)
 
 
 @dataclass(frozen=True)
@@ -213,6 +213,19 @@ def parse(text: str | None) -> Node:
         return _Build(text).node(tree)
     except RecursionError:
         raise FilterError("filter: nested too deeply") from None
+
+
+FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_+]*(\.[A-Za-z_][A-Za-z0-9_+]*)*")
+
+
+def field_named(name: str) -> Field:
+    """A field by its name in the language (``nsites``, ``info.config_type``), with the parser's
+    checks and suggestions; anything but a name (``a OR b``, ``x = 1``) is a FilterError, not a filter."""
+    if not FIELD_NAME.fullmatch(name):
+        raise FilterError(f"{name!r} is not a field name (such as nsites or info.config_type)")
+    node = parse(f"{name} IS KNOWN")
+    assert isinstance(node, Known)  # a bare name parses to nothing else
+    return node.field
 
 
 _KEYWORDS = {"AND", "OR", "NOT", "IS", "KNOWN", "UNKNOWN", "CONTAINS", "STARTS", "ENDS", "WITH", "LENGTH",
@@ -302,8 +315,7 @@ class _Build:
         if kind == "string":
             return _unescape(str(tok))
         if kind == "number":
-            s = str(tok)
-            return int(s) if re.fullmatch(r"[+-]?\d+", s) else float(s)
+            return number(str(tok))
         if kind == "bool":
             return str(tok) == "TRUE"
         if kind == "property":
@@ -330,7 +342,7 @@ class _Build:
             return self.has(f, kids)
         if kind == "length_op_rhs":
             op = str(kids[1]) if len(kids) == 3 else "="
-            n = int(str(kids[-1].children[0]))
+            n = number(str(kids[-1].children[0]))  # the grammar allows integers only
             if f.kind not in ("elements", "list_number", "json"):
                 raise self.error(f.pos, f"LENGTH works on lists; {f.name} is {_article(f.kind)}")
             return Length(f, op, n)
@@ -359,6 +371,8 @@ class _Build:
             op = head if head in OPS else "="
             values = (self.value(kids[-1]),)
             mode = "one"
+            if isinstance(values[0], bool) and op not in ("=", "!="):
+                raise self.error(kids[1].column, f"booleans compare only with = and !=, not {op}")
         if f.kind not in ("elements", "list_number", "json"):
             raise self.error(f.pos, f"HAS works on lists; {f.name} is {_article(f.kind)}")
         if f.kind == "elements":
@@ -369,9 +383,29 @@ class _Build:
                     raise self.error(f.pos, f"unknown element {v!r}")
         if f.kind == "list_number" and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             raise self.error(f.pos, f"{f.name} holds numbers")
-        if mode != "one" and len({type(v) for v in values}) > 1 and f.kind == "json":
-            raise self.error(f.pos, "HAS ALL/ANY/ONLY values must all be strings or all numbers")
+        if len({value_kind(v) for v in values}) > 1:
+            raise self.error(f.pos, "HAS ALL/ANY/ONLY values must be all strings, all numbers or all booleans")
         return Has(f, mode, values, op)
+
+
+#: Integer literals with more digits lie beyond every double (and every int64): as numbers they are
+#: +-inf, which decides every comparison as their exact value would.  Shorter ones convert to float
+#: without overflow, and Python's int() refuses over 4,300 digits anyway.
+LONGEST_INT = 308
+
+
+def number(text: str) -> int | float:
+    """A number literal: an exact int, a float, or +-inf for integers of more than LONGEST_INT digits."""
+    if not re.fullmatch(r"[+-]?\d+", text):
+        return float(text)  # 1e400 overflows to inf, 1e-400 to 0.0: no error
+    if len(text.lstrip("+-").lstrip("0")) > LONGEST_INT:
+        return float("-inf") if text.startswith("-") else float("inf")
+    return int(text)
+
+
+def value_kind(v: Value) -> str:
+    """string | number | bool: what a value compares with (int and float are both numbers)."""
+    return "bool" if isinstance(v, bool) else "string" if isinstance(v, str) else "number"
 
 
 def _article(kind: str) -> str:

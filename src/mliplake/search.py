@@ -624,8 +624,7 @@ class DSLCompiler:
             pair = _within(domain, _term(name, value))
             return pair if node.op == "=" else pair.swap()
         # strings: the opposite range is the exact complement (one value per frame)
-        return Pair({"range": {name: {_RANGE[node.op]: value}}},
-                    {"range": {name: {_RANGE[_OPPOSITE[node.op]]: value}}})
+        return Pair(_range(name, **{_RANGE[node.op]: value}), _range(name, **{_RANGE[_OPPOSITE[node.op]]: value}))
 
     @staticmethod
     def known(f: Field) -> Pair:
@@ -687,10 +686,14 @@ def _item_equals(name: str, v: Any) -> Query:
 
 
 def _item_compares(name: str, op: str, v: Any) -> Query:
-    """Some item of a multi-valued field compares with ``v``."""
+    """Some item of a multi-valued field compares with ``v`` (any operator, as in DuckDB's list_filter)."""
+    if op == "=":
+        return _item_equals(name, v)
+    if op == "!=":
+        return _outside(name, [v])  # some item other than v
     if _value_kind(v) == "number":
         return _bound(name, op, v, integer=False, domain=_exists(name))  # copes with infinities
-    return {"range": {name: {_RANGE[op]: v}}}
+    return _range(name, **{_RANGE[op]: v})
 
 
 def _outside(name: str, values: list[Any]) -> Query:
@@ -700,10 +703,30 @@ def _outside(name: str, values: list[Any]) -> Query:
         return _exists(name)
     if isinstance(vs[0], bool):  # two values only: the other one
         return {"terms": {name: [b for b in (False, True) if b not in vs]}} if len(vs) == 1 else NONE
-    gaps = [{"range": {name: {"lt": vs[0]}}}]
-    gaps += [{"range": {name: {"gt": a, "lt": b}}} for a, b in zip(vs, vs[1:], strict=False)]
-    gaps.append({"range": {name: {"gt": vs[-1]}}})
+    gaps = [_range(name, lt=vs[0])]
+    gaps += [_range(name, gt=a, lt=b) for a, b in zip(vs, vs[1:], strict=False)]
+    gaps.append(_range(name, gt=vs[-1]))
     return q_or(gaps)
+
+
+def _range(name: str, **bounds: Any) -> Query:
+    """A range query whose bounds at zero hold both zeros: Lucene sorts -0.0 below 0.0 (a stored
+    -0.0 would be < 0 and != 0), where DuckDB and the filter language have a single zero.  An upper
+    bound of "" becomes what it means (nothing below it, only "" up to it): osmem-server reads an
+    empty upper bound as none at all."""
+    bounds = {k: _zero_bound(k, v) for k, v in bounds.items()}
+    if bounds.get("lt") == "":
+        return NONE
+    if bounds.get("lte") == "":
+        del bounds["lte"]
+        return q_and([_term(name, ""), _range(name, **bounds) if bounds else ALL])
+    return {"range": {name: bounds}}
+
+
+def _zero_bound(bound: str, v: Any) -> Any:
+    if not isinstance(v, float) or v != 0:
+        return v
+    return 0.0 if bound in ("gt", "lte") else -0.0  # gt/lte: above/up to both zeros; lt/gte: below/from both
 
 
 def _compare_number(name: str, op: str, value: int | float, integer: bool) -> Pair:
@@ -724,6 +747,8 @@ def _equal_number(name: str, value: int | float, integer: bool) -> Query:
         v = int(value)
         return _term(name, v) if INT64[0] <= v <= INT64[1] else NONE
     f = _as_float(value)
+    if f == 0:  # both zeros (see _range); two terms, as osmem-server never answers a -0.0..0.0 range
+        return q_or([_term(name, 0.0), _term(name, -0.0)])
     return _term(name, f) if math.isfinite(f) else NONE
 
 
@@ -735,7 +760,7 @@ def _bound(name: str, op: str, value: int | float, integer: bool, domain: Query)
         if math.isinf(f):
             return domain if (f > 0) == upper else NONE  # stored numbers are finite
         if not integer:
-            return {"range": {name: {_RANGE[op]: f}}}
+            return _range(name, **{_RANGE[op]: f})
     # integer fields: the same set of integers with an inclusive integer bound, clamped to int64
     if upper:
         n = math.ceil(value) - 1 if op == "<" else math.floor(value)

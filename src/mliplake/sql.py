@@ -6,11 +6,16 @@ identifier rule (letters, digits, ``_`` and ``+``), so they are quoted into path
 """
 from __future__ import annotations
 
+import operator
+
 from .chemistry import Z_OF, element_mask
-from .filters import And, Compare, Everything, Field, Fuzzy, Has, Known, Length, Node, Not, Or
+from .filters import And, Compare, Everything, Field, Fuzzy, Has, Known, Length, Node, Not, Or, Value, value_kind
 
 SQL_OP = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+_OPERATOR = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
+             ">=": operator.ge}
 _U64 = (1 << 64) - 1
+INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
 class Compiler:
@@ -43,7 +48,7 @@ class Compiler:
             case Has():
                 return self.has(node)
             case Length(field, op, n):
-                return f"({self.length_expr(field)} {SQL_OP[op]} {int(n)})"
+                return self.compare_number(self.length_expr(field), op, n, integer=True)
         raise TypeError(f"cannot compile {node!r}")  # pragma: no cover
 
     # ---- expressions for a field, typed; NULL where the frame has no value of that type
@@ -76,11 +81,23 @@ class Compiler:
         # casts to DOUBLE exactly when it is a JSON number (strings keep their quotes; true, null,
         # arrays and objects do not cast). Half the time of the CASE form on broad info.* filters.
         col, path = field.root, self.path(field)
-        return f"TRY_CAST(CAST(json_extract({col}, {path}) AS VARCHAR) AS DOUBLE)"
+        return _finite(f"TRY_CAST(CAST(json_extract({col}, {path}) AS VARCHAR) AS DOUBLE)")
 
     def compare(self, node: Compare) -> str:
-        value = float(node.value) if type(node.value) is int and not node.field.spec else node.value  # JSON: DOUBLE
-        return f"({self.value_expr(node.field, node.value)} {SQL_OP[node.op]} {self.p(value)})"
+        f, op, value = node.field, node.op, node.value
+        if value_kind(value) == "number":
+            expr = f.spec.column if f.spec else self.number_expr(f)
+            return self.compare_number(expr, op, value, integer=f.kind == "integer")
+        return f"({self.value_expr(f, value)} {SQL_OP[op]} {self.p(value)})"
+
+    def compare_number(self, expr: str, op: str, value: int | float, integer: bool) -> str:
+        """``expr op value``: integer columns compare exactly, everything else as DOUBLE (JSON numbers too)."""
+        if not integer:
+            return f"({expr} {SQL_OP[op]} {self.p(float(value))})"  # the parser keeps ints within double range
+        if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
+            # DuckDB cannot bind integers beyond 128 bits; beyond int64 the sign alone decides, as 0 vs value
+            return f"(CASE WHEN {expr} IS NOT NULL THEN {str(_OPERATOR[op](0, value)).upper()} END)"
+        return f"({expr} {SQL_OP[op]} {self.p(value)})"
 
     def known(self, field: Field, known: bool) -> str:
         if field.spec:
@@ -98,20 +115,27 @@ class Compiler:
         col, path = field.root, self.path(field)
         return f"(CASE WHEN json_type({col}, {path}) = 'ARRAY' THEN json_array_length({col}, {path}) END)"
 
+    def list_items(self, field: Field, kind: str) -> str:
+        """A JSON list's items of one kind (string | number | bool), NULL in the place of any other
+        item, so that ``[1, "a", [2]]`` compares like the index's typed item fields (search._list);
+        NULL where the key does not hold a list."""
+        col, path = field.root, self.path(field)
+        items = f"(CASE WHEN json_type({col}, {path}) = 'ARRAY' THEN CAST(json_extract({col}, {path}) AS JSON[]) END)"
+        if kind == "number":  # the JSON text casts to DOUBLE only for numbers, as in number_expr
+            doubles = f"list_transform({items}, lambda x: TRY_CAST(CAST(x AS VARCHAR) AS DOUBLE))"
+            return f"list_transform({doubles}, lambda d: CASE WHEN isfinite(d) THEN d END)"
+        if kind == "string":
+            return f"list_transform({items}, lambda x: CASE WHEN json_type(x) = 'VARCHAR' THEN x ->> '$' END)"
+        return (f"list_transform({items}, lambda x: "
+                "CASE WHEN json_type(x) = 'BOOLEAN' THEN CAST(CAST(x AS VARCHAR) AS BOOLEAN) END)")
+
     def has(self, node: Has) -> str:
         f = node.field
         if f.kind == "elements" and node.op == "=":
             return self.has_elements(node.mode, [str(v) for v in node.values])
-        if f.kind == "elements":  # HAS < "N": symbols compared as strings
-            return f"(len(list_filter(elements, lambda x: x {SQL_OP[node.op]} {self.p(str(node.values[0]))})) > 0)"
-        if f.spec:
-            lst = f.spec.column
-            cast = "DOUBLE"
-        else:
-            numeric = not isinstance(node.values[0], str)
-            cast = "DOUBLE" if numeric else "VARCHAR"
-            lst = self.typed(f, "('ARRAY')", f"{cast}[]")
-        values = [float(v) if cast == "DOUBLE" else v for v in node.values]
+        kind = value_kind(node.values[0])
+        values: list[Value] = [float(v) if kind == "number" else v for v in node.values]
+        lst = f.spec.column if f.spec else self.list_items(f, kind)
         if node.mode == "one" and node.op != "=":
             return f"(len(list_filter({lst}, lambda x: x {SQL_OP[node.op]} {self.p(values[0])})) > 0)"
         items = "[" + ", ".join(self.p(v) for v in values) + "]"
@@ -119,7 +143,8 @@ class Compiler:
             return f"list_has_all({lst}, {items})"
         if node.mode == "any":
             return f"list_has_any({lst}, {items})"
-        return f"(CASE WHEN {lst} IS NOT NULL THEN list_has_all({items}, {lst}) END)"  # only
+        # only: no item outside the values, items of another kind (NULL here) included; unknown without a list
+        return f"(len(list_filter({lst}, lambda x: x IS NULL OR NOT list_contains({items}, x))) = 0)"
 
     @staticmethod
     def has_elements(mode: str, symbols: list[str]) -> str:
@@ -135,6 +160,13 @@ class Compiler:
             return f"((element_mask_lo & {L}) <> 0 OR (element_mask_hi & {H}) <> 0)"
         return (f"((element_mask_lo & {_U64 ^ lo}::UBIGINT) = 0 AND "
                 f"(element_mask_hi & {_U64 ^ hi}::UBIGINT) = 0)")  # only
+
+
+def _finite(expr: str) -> str:
+    """``expr`` (a DOUBLE) where finite, else NULL: a JSON number beyond double range (``1e400``)
+    reads as inf, which the index leaves out as no usable number (search._kind).  The lambda
+    evaluates ``expr`` once, where a CASE would parse the JSON twice."""
+    return f"list_transform([{expr}], lambda d: CASE WHEN isfinite(d) THEN d END)[1]"
 
 
 def where(node: Node) -> tuple[str, list]:

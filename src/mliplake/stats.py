@@ -39,18 +39,18 @@ class Summary:
 
 
 def _key_expr(key: str) -> tuple[str, str]:
-    """SQL expression and kind (number | string) for a summary key: a field or info.<key>."""
-    node = filters.parse(f"{key} IS KNOWN")  # reuses the field checks: unknown keys fail here
-    f = node.field
+    """SQL expression and kind (number | string | json) for a summary key: a field or info.<key>."""
+    f = filters.field_named(key)
     if f.spec:
         kind = "number" if f.kind in ("number", "integer") else "string"
         return f.spec.column, kind
-    c = Compiler()
-    return c.typed(f, "('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')", "DOUBLE"), "json"
+    return Compiler().number_expr(f), "json"  # numbers as the filters see them
 
 
 def summarise(lake: Lake, filter: str | None = None, keys: list[str] | None = None, bins: int = BINS,
               top: int = 10) -> Summary:
+    if bins < 1 or top < 0:
+        raise ValueError(f"summary: bins must be at least 1 and top at least 0 (got {bins} and {top})")
     c = Compiler()
     where = c.compile(filters.parse(filter))
     params = c.params
@@ -65,7 +65,7 @@ def summarise(lake: Lake, filter: str | None = None, keys: list[str] | None = No
             n = con.sql(f"SELECT count({expr}) FROM {base}", params=params).fetchall()[0][0]
             kind = "number" if n else "string"
             if kind == "string":
-                expr = Compiler().string_expr(filters.parse(f"{key} IS KNOWN").field)
+                expr = Compiler().string_expr(filters.field_named(key))
         (numeric_keys if kind == "number" else categorical_keys).append((key, expr))
     numeric = [_numeric(con, base, params, key, expr, bins) for key, expr in numeric_keys]
     categorical = {
@@ -81,22 +81,30 @@ def summarise(lake: Lake, filter: str | None = None, keys: list[str] | None = No
 
 
 def _numeric(con: Any, base: str, params: list, key: str, expr: str, bins: int) -> NumericStats:
+    # Every value divided by k, the power of two just below the largest |value|: exact (so the results
+    # are bit for bit those of the unscaled values), and |y| < 2, so that sums, variances, quantiles
+    # and bin widths cannot overflow (DuckDB raises "STDDEV_SAMP is out of range" near 1e308).
+    scaled = (f"(SELECT x / k AS y, k FROM (SELECT x, "
+              f"coalesce(pow(2, floor(log2(nullif(max(abs(x)) OVER (), 0)))), 1) AS k "
+              f"FROM (SELECT CAST({expr} AS DOUBLE) AS x FROM {base}) WHERE x IS NOT NULL AND isfinite(x)))")
     qs = ", ".join(str(q) for q in QUANTILES)
-    row = con.sql(
-        f"SELECT count(x), min(x), max(x), avg(x), stddev_samp(x), quantile_cont(x, [{qs}]) "
-        f"FROM (SELECT CAST({expr} AS DOUBLE) AS x FROM {base}) WHERE x IS NOT NULL AND isfinite(x)",
+    n, lo, hi, mean, std, quant, k = con.sql(
+        f"SELECT count(y), min(y), max(y), avg(y), stddev_samp(y), quantile_cont(y, [{qs}]), max(k) FROM {scaled}",
         params=params).fetchall()[0]
-    n, lo, hi, mean, std, quant = row
-    stats = NumericStats(key, n, lo, hi, mean, std, dict(zip(QUANTILES, quant or [])))
-    if n and lo is not None and hi is not None:
-        width = (hi - lo) / bins if hi > lo else 1.0
+    stats = NumericStats(key, n, _times(lo, k), _times(hi, k), _times(mean, k), _times(std, k),
+                         {q: _times(v, k) for q, v in zip(QUANTILES, quant or [])})
+    if n:
+        width = (hi - lo) / bins if hi > lo else 1.0 / k  # scaled: at most 4 / bins; one value: a bin 1 wide
         counts = dict(con.sql(
-            f"SELECT least(CAST(floor((x - {lo!r}) / {width!r}) AS INTEGER), {bins - 1}) AS b, count(*) "
-            f"FROM (SELECT CAST({expr} AS DOUBLE) AS x FROM {base}) WHERE x IS NOT NULL AND isfinite(x) GROUP BY b",
-            params=params).fetchall())
+            f"SELECT least(CAST(floor((y - {lo!r}) / {width!r}) AS INTEGER), {bins - 1}) AS b, count(*) "
+            f"FROM {scaled} GROUP BY b", params=params).fetchall())
         nb = bins if hi > lo else 1
-        stats.histogram = [(lo + i * width, lo + (i + 1) * width, counts.get(i, 0)) for i in range(nb)]
+        stats.histogram = [((lo + i * width) * k, (lo + (i + 1) * width) * k, counts.get(i, 0)) for i in range(nb)]
     return stats
+
+
+def _times(v: float | None, k: float) -> float | None:
+    return None if v is None else v * k
 
 
 # ---------------------------------------------------------------- presentation
