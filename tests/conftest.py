@@ -18,6 +18,15 @@ from mliplake.cli import sample_dir
 SAMPLES = {name: sample_dir(name) for name in ("3bpa", "rmd17", "mlearn")}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_state_dir(tmp_path_factory):
+    """Catalogs of S3 lakes (kept per machine) go to a folder of the test session's own."""
+    os.environ["MLIPLAKE_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
+    from mliplake.settings import reload_settings
+
+    reload_settings()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

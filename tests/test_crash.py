@@ -53,7 +53,7 @@ def assert_consistent(lake: Lake, expect_rows: set[int]):
     """Readers see a whole deposit or none; every Parquet file under a final name is complete."""
     n = lake.configurations(columns=["config_id"]).num_rows if lake.records() else 0
     assert n in expect_rows
-    for p in lake.fs.find(lake.path("tables")):
+    for p in lake.fs.find(lake.path("data")):
         if p.endswith(".parquet"):
             pq.ParquetFile(p).metadata  # raises on a half-written file
 
@@ -98,6 +98,8 @@ def test_killed_ingest_never_leaves_partial_state(tmp_path):
     lake = Lake(lake_dir)
     ids = lake.configurations(columns=["config_id"]).column("config_id").to_pylist()
     assert len(ids) == len(set(ids)) == FRAMES
-    # orphans of killed attempts are cleaned by the completing run
-    parquet = [p for p in lake.fs.find(lake.path("tables")) if p.endswith(".parquet")]
-    assert sorted(parquet) == sorted(lake.shard_files())
+    # files of killed attempts were never registered: maintenance past the retention removes them
+    lake.maintain(retention="0 seconds")
+    parquet = [p for p in lake.fs.find(lake.path("data")) if p.endswith(".parquet")]
+    assert sorted(parquet) == sorted(lake.data_files())
+    assert lake.count() == FRAMES

@@ -106,14 +106,19 @@ def test_cell_of_a_molecule_does_not_change_its_structure_hash(local_lake, tmp_p
 
 def test_redeposit_is_idempotent(lake):
     r1 = deposit_sample(lake, "rmd17")
+    v1 = lake.snapshot()
     r2 = deposit_sample(lake, "rmd17")
     assert r1.deposit_id == r2.deposit_id
     assert (r2.stored, r2.duplicates) == (2000, 0)
     assert lake.configurations().num_rows == 2000
     assert len(lake.records()) == 1
-    assert len(lake.shard_files()) == 1
+    assert len(lake.data_files()) == 1
+    # a re-run is a new version: the previous one stays readable by its version number
+    old = lake.sql(f"SELECT count(*), min(deposit_id) FROM lake.configurations AT (VERSION => {v1})").fetchone()
+    assert old == (2000, r1.deposit_id)
+    lake.maintain(retention="0 seconds")  # past the retention, the old version's files go
     listed = lake.fs.find(lake.shard_dir("configurations", "rmd17-ethanol", r1.deposit_id))
-    assert [p for p in listed if p.endswith(".parquet")] == lake.shard_files()  # old attempt removed
+    assert [lake.uri(p) for p in listed if p.endswith(".parquet")] == lake.data_files()
 
 
 def test_manifest_change_replaces_the_deposit(local_lake):

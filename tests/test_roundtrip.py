@@ -130,13 +130,3 @@ def test_derived_columns(local_lake):
         forces = np.array(row["forces"]).reshape(-1, 3)
         assert row["max_force"] == pytest.approx(np.linalg.norm(forces, axis=1).max(), rel=1e-12)
         assert row["energy_per_atom"] == pytest.approx(row["energy"] / len(nums), rel=1e-15)
-
-
-def test_arrow_dataset_and_partition_layout(local_lake):
-    report = deposit_sample(local_lake, "rmd17")
-    ds = local_lake.dataset()
-    assert ds.count_rows() == 2000
-    files = local_lake.shard_files()
-    assert files and all(f"dataset=rmd17-ethanol/deposit={report.deposit_id}/" in f for f in files)
-    small = ds.to_table(columns=["config_id", "energy"], filter=pa.compute.field("energy") < -4209.5)
-    assert 0 < small.num_rows < 2000

@@ -243,10 +243,13 @@ def test_facet_and_stats_fields_are_checked(engines):
 
 
 def test_engine_for(samples_lake, opensearch_url, monkeypatch):
+    from mliplake.settings import Settings
+
     monkeypatch.delenv("MLIPLAKE_OPENSEARCH_URL", raising=False)
     assert isinstance(search.engine_for(samples_lake), search.DuckDBEngine)
-    monkeypatch.setenv("MLIPLAKE_OPENSEARCH_URL", opensearch_url)
-    engine = search.engine_for(samples_lake)
+    monkeypatch.setenv("MLIPLAKE_OPENSEARCH_URL", opensearch_url)  # read when settings are made
+    lake = mliplake.Lake(samples_lake.url, settings=Settings())
+    engine = search.engine_for(lake)
     assert isinstance(engine, search.OpenSearchEngine) and isinstance(engine, search.Engine)
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 import dagster as dg
 
 import mliplake
+from mliplake.settings import Settings
+from mliplake.slurm import SlurmOptions
 
 DEFAULT_LAKE = str(Path(__file__).resolve().parents[2] / "lake")
 
@@ -36,13 +38,13 @@ class TrainerResource(dg.ConfigurableResource):
     must be on a filesystem the compute nodes share). Set from ``MLIPLAKE_TRAINER`` and ``MLIPLAKE_SLURM_*``."""
 
     launcher: str = "local"
-    partition: str = ""
-    account: str = ""
-    time: str = "04:00:00"
-    gpus: int = 1
-    cpus_per_task: int = 8
-    mem: str = "32G"
-    setup: str = ""  # shell lines the job runs first, e.g. "module load cuda; source venv/bin/activate"
+    partition: str = SlurmOptions.partition
+    account: str = SlurmOptions.account
+    time: str = SlurmOptions.time
+    gpus: int = SlurmOptions.gpus
+    cpus_per_task: int = SlurmOptions.cpus_per_task
+    mem: str = SlurmOptions.mem
+    setup: str = SlurmOptions.setup  # shell lines the job runs first, e.g. "module load cuda; source venv/bin/activate"
     poll_seconds: float = 10.0
 
     def slurm_options(self):  # noqa: ANN201
@@ -52,13 +54,14 @@ class TrainerResource(dg.ConfigurableResource):
                             cpus_per_task=self.cpus_per_task, mem=self.mem, account=self.account, setup=self.setup)
 
 
-def _trainer_from_env() -> TrainerResource:
-    env = {f: os.environ.get(f"MLIPLAKE_SLURM_{f.upper()}") for f in TrainerResource.model_fields if f != "launcher"}
-    return TrainerResource(launcher=os.environ.get("MLIPLAKE_TRAINER", "local"),
-                           **{k: v for k, v in env.items() if v is not None})
+def _trainer_from_settings(settings: Settings) -> TrainerResource:
+    return TrainerResource(launcher=settings.trainer, **settings.slurm_options())
 
 
 def resources() -> dict[str, object]:
+    """Resources from the settings; the URLs stay environment references, so secrets stay out of the UI."""
+    settings = Settings()
     url = dg.EnvVar("MLIPLAKE_LAKE") if os.environ.get("MLIPLAKE_LAKE") else DEFAULT_LAKE
-    search_url = dg.EnvVar("MLIPLAKE_OPENSEARCH_URL") if os.environ.get("MLIPLAKE_OPENSEARCH_URL") else ""
-    return {"lake": LakeResource(url=url), "opensearch": SearchResource(url=search_url), "trainer": _trainer_from_env()}
+    search_url = dg.EnvVar("MLIPLAKE_OPENSEARCH_URL") if settings.opensearch_url.get_secret_value() else ""
+    return {"lake": LakeResource(url=url), "opensearch": SearchResource(url=search_url),
+            "trainer": _trainer_from_settings(settings)}

@@ -9,7 +9,6 @@ holds hundreds of datasets, not millions).
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -179,7 +178,7 @@ def search_index(client: Any, text: str = "", elements: list[str] | None = None,
 def search(lake: Lake, text: str = "", elements: list[str] | None = None, mode: str = "all",
            license: str | None = None, sort: str = "relevance") -> CatalogueResult:
     """The catalogue through whichever engine is configured."""
-    url = os.environ.get("MLIPLAKE_OPENSEARCH_URL")
+    url = lake.settings.opensearch_url.get_secret_value()
     if not url:
         return search_cards(lake, text, elements, mode, license, sort)
     from .search import connect

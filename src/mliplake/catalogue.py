@@ -1,8 +1,8 @@
 """The catalogue: one card per dataset (with a quality score that explains itself) and the key registry.
 
-Both are computed inside DuckDB from the lake and stored back into it as
-Parquet tables (``tables/catalogue/datasets.parquet``, ``tables/catalogue/keys.parquet``),
-which the ``catalogue`` and ``key_registry`` views read.
+Both are computed inside DuckDB from the lake and stored back into it as lake tables
+(``catalogue``, ``key_registry``), which the views of the same names read, restricted to
+what the principal may see.
 """
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from .query import register_view
+
 if TYPE_CHECKING:
+    from .access import Scope
     from .lake import Lake
 
 METADATA_FIELDS = ("title", "description", "authors", "license", "links_or_doi", "method.code",
                    "method.functional", "sampling")
-CARDS = "tables/catalogue/datasets.parquet"
-KEYS = "tables/catalogue/keys.parquet"
 
 
 def _metadata_complete(m: dict[str, Any]) -> tuple[float, list[str]]:
@@ -48,7 +49,7 @@ def cards(lake: Lake) -> list[dict[str, Any]]:
                                 GROUP BY ALL ORDER BY 1, 3 DESC, 2""").fetchall():
         element_counts.setdefault(ds, {})[el] = n
     out = []
-    records = [r for r in lake.records() if r.get("status") != "rejected"]
+    records = [r for r in lake.records() if r.get("status") not in ("rejected", "retracted")]
     for dataset in sorted({r["dataset"] for r in records}):
         recs = [r for r in records if r["dataset"] == dataset]
         latest = max(recs, key=lambda r: r.get("created_at", ""))
@@ -113,10 +114,30 @@ CARD_SCHEMA = pa.schema([
 
 
 def refresh(lake: Lake) -> tuple[pa.Table, pa.Table]:
-    """Rebuild the dataset cards and the key registry, store both in the lake; returns them."""
+    """Rebuild the dataset cards and the key registry, store both as lake tables; returns them."""
     card_table = pa.Table.from_pylist(cards(lake), schema=CARD_SCHEMA)
     keys = lake.keys()
     keys = keys.append_column("refreshed_at", pa.array([datetime.now(timezone.utc).isoformat()] * keys.num_rows))
-    lake.write_table(lake.path(CARDS), card_table)
-    lake.write_table(lake.path(KEYS), keys)
+    lake.tables.replace_table("catalogue", card_table, "catalogue refresh")
+    lake.tables.replace_table("key_registry", keys, "key registry refresh")
     return card_table, keys
+
+
+def _catalogue_view(lake: Lake, scope: Scope, schema: str) -> str | None:
+    """Cards of the datasets the principal may see; visibility as the access policy says now."""
+    if not lake.tables.has_table("catalogue"):
+        return None
+    return (f"SELECT c.* REPLACE (coalesce(p.visibility, 'public') AS visibility) FROM lake.catalogue c "
+            f"LEFT JOIN lake.policies p USING (dataset) WHERE {scope.sql_predicate('c.dataset')}")
+
+
+def _key_registry_view(lake: Lake, scope: Scope, schema: str) -> str | None:
+    """The stored registry for whoever sees everything; for anyone else, computed from what they may
+    see (its counts and dataset lists would otherwise tell of private data)."""
+    if scope.datasets is None and lake.tables.has_table("key_registry"):
+        return "SELECT * FROM lake.key_registry"
+    return f"SELECT *, NULL::VARCHAR AS refreshed_at FROM {schema}.keys"
+
+
+register_view("catalogue", _catalogue_view)
+register_view("key_registry", _key_registry_view)

@@ -64,11 +64,15 @@ OUT_FILE = click.Path(dir_okay=False, path_type=Path)
 @click.pass_context
 def main(ctx: click.Context, lake_url: str | None) -> None:
     """mliplake: a lakehouse for machine-learnt interatomic potentials."""
-    ctx.obj = lake_url or default_url()
+    from .settings import Settings
+
+    settings = Settings()  # one command, one reading of the environment, passed down
+    ctx.meta["settings"] = settings
+    ctx.obj = lake_url or settings.lake
 
 
 def _lake(ctx: click.Context) -> Lake:
-    return Lake(ctx.obj)
+    return Lake(ctx.obj, settings=ctx.meta.get("settings"))
 
 
 @main.command()
@@ -77,12 +81,15 @@ def _lake(ctx: click.Context) -> Lake:
 @click.option("--manifest", "-m", type=click.Path(dir_okay=False, path_type=Path),
               help="Manifest file (YAML or JSON).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--replace", is_flag=True,
+              help="Let this deposit replace a stored version of the same files even if all its frames were "
+                   "quarantined, or deposit again files that were retracted.")
 @click.pass_context
 def deposit(ctx: click.Context, paths: tuple[Path, ...], dataset: str | None, manifest: Path | None,
-            as_json: bool) -> None:
+            as_json: bool, replace: bool) -> None:
     """Deposit files (extxyz, JSON records, anything ASE reads) into a dataset."""
     try:
-        report = _lake(ctx).deposit(list(paths), dataset=dataset, manifest=manifest, progress=None)
+        report = _lake(ctx).deposit(list(paths), dataset=dataset, manifest=manifest, progress=None, replace=replace)
     except (DepositError, ManifestError) as e:
         raise click.ClickException(str(e)) from None
     if as_json:
@@ -119,7 +126,7 @@ def quarantine(ctx: click.Context, deposit_id: str) -> None:
     try:
         rec = lake.record(deposit_id)
     except KeyError as e:
-        raise click.ClickException(str(e.args[0])) from None
+        raise click.ClickException(str(e)) from None
     rows = lake.quarantine(rec["deposit_id"]).to_pylist()
     click.echo(f"deposit {rec['deposit_id']} ({rec['dataset']}): {len(rows)} quarantined; raw files in "
                f"{lake.uri(lake.raw_dir(rec['deposit_id']))}")
@@ -476,6 +483,66 @@ def demo(ctx: click.Context) -> None:
                                         "elements", "labels", "license"]))
     click.echo("\ndeposits:")
     click.echo(table(lake.deposits()))
+
+
+@main.command()
+@click.argument("deposit_id", required=False)
+@click.option("--dataset", "-d", help="Retract every deposit of this dataset.")
+@click.option("--reason", required=True, help="Why (kept in the deposit record and the audit log).")
+@click.option("--purge", is_flag=True, help="Also delete the raw files from the raw zone.")
+@click.pass_context
+def retract(ctx: click.Context, deposit_id: str | None, dataset: str | None, reason: str, purge: bool) -> None:
+    """Take a deposit (or a whole dataset) out of every view, search and catalogue at once."""
+    from .access import AccessError
+
+    try:
+        ids = _lake(ctx).retract(deposit_id, dataset=dataset, reason=reason, purge=purge)
+    except (KeyError, ValueError, AccessError) as e:
+        raise click.ClickException(str(e)) from None
+    for dep in ids:
+        click.echo(f"retracted {dep}" + (" (raw files purged)" if purge else ""))
+
+
+@main.command()
+@click.argument("dataset")
+@click.argument("visibility", type=click.Choice(["public", "private", "embargoed"]))
+@click.option("--group", "groups", multiple=True, help="A group that may see a private dataset (repeatable).")
+@click.option("--until", "embargo_until", metavar="YYYY-MM-DD", help="Embargo end: public from that date on.")
+@click.pass_context
+def visibility(ctx: click.Context, dataset: str, visibility: str, groups: tuple[str, ...],
+               embargo_until: str | None) -> None:
+    """Change who may see a dataset (its owner, a curator or an admin); effective at once."""
+    from .access import AccessError
+
+    try:
+        p = _lake(ctx).set_visibility(dataset, visibility, list(groups) or None, embargo_until)
+    except (KeyError, ValueError, AccessError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"{p.dataset}: {p.visibility}" + (f", groups {', '.join(p.groups)}" if p.groups else "") +
+               (f", public from {p.embargo_until}" if p.embargo_until else ""))
+
+
+@main.command()
+@click.option("--retention", default=None, help="Keep versions younger than this (default: the setting).")
+@click.pass_context
+def maintain(ctx: click.Context, retention: str | None) -> None:
+    """Compact small files, expire old versions and delete files no version needs."""
+    out = _lake(ctx).maintain(retention)
+    click.echo(f"data files {out['files_before']} -> {out['files_after']}; versions older than "
+               f"{out['retention']} expired")
+
+
+@main.command()
+@click.pass_context
+def config(ctx: click.Context) -> None:
+    """Show the effective settings (secrets masked)."""
+    settings = ctx.meta["settings"]
+    values = settings.masked() | {"lake": ctx.obj}
+    lake = _lake(ctx)
+    values["catalog"] = settings.masked()["catalog"] or lake.tables.catalog
+    width = max(map(len, values))
+    for name, value in values.items():
+        click.echo(f"{name:<{width}}  {value}")
 
 
 if __name__ == "__main__":

@@ -24,11 +24,14 @@ MACE_KEYS = {"energy": "REF_energy", "forces": "REF_forces", "stress": "REF_stre
 
 
 def batches(lake: Lake, filter: str | None, order: str = "dataset, source_file, frame_index",
-            ids: list[str] | None = None) -> Iterator[pa.Table]:
-    """Canonical rows matching a filter (and, if given, among ``ids``), batch by batch."""
+            ids: list[str] | None = None, dataset: str | None = None) -> Iterator[pa.Table]:
+    """Canonical rows matching a filter (and, if given, among ``ids`` and of one ``dataset``), batch by batch."""
     clause, params = where(filters.parse(filter))
     cols = ", ".join(f'"{f.name}"' for f in CONFIGURATIONS)
-    con = lake.connection()
+    con = lake.connection()  # a cursor of its own: the registration below is this export's alone
+    if dataset is not None:
+        clause = f"({clause}) AND dataset = ?"
+        params = [*params, dataset]
     if ids is not None:
         con.register("_selected_ids", pa.table({"config_id": pa.array(ids, pa.string())}))
         clause = f"({clause}) AND config_id IN (SELECT config_id FROM _selected_ids)"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 import time
 import uuid
@@ -22,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import __version__, parallel
-from .lake import SHARD_ROWS, Lake
+from .lake import Lake
 from .manifest import Manifest, ManifestError, load_manifest, manifest_from_bytes, parse_manifest
 from .normalise import FileContext, Rejection, normalise_batch
 from .readers import FrameError, RawFrame, ReaderError, detect_format, read_frames
@@ -68,6 +69,7 @@ class DepositReport:
     bytes_written: int = 0
     seconds: float = 0.0
     error: str = ""
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         lines = [
@@ -85,28 +87,50 @@ class DepositReport:
             lines.append("  quarantine reasons:")
             for why, n in self.reasons.most_common(8):
                 lines.append(f"    {n} x {why}")
+        for w in self.warnings:
+            lines.append(f"  warning: {w}")
         if self.error:
             lines.append(f"  error: {self.error}")
         lines.append(f"  {self.seconds:.2f} s, {self.bytes_written / 1e6:.2f} MB written")
         return "\n".join(lines)
 
 
-def _expand(paths: list[Path]) -> tuple[list[Path], Path | None]:
-    """Files of a deposit, and a manifest found beside them."""
-    files: list[Path] = []
+def _expand(paths: list[Path]) -> tuple[list[tuple[str, Path]], Path | None]:
+    """Files of a deposit with their names inside it, and a manifest found beside them.
+
+    A file keeps its path relative to the folder given (``run1/OUTCAR``), or, for files given one
+    by one, relative to their common folder (``a/data.xyz``, ``b/data.xyz``): two files with the
+    same name never collide, and no name can climb out of the deposit."""
+    files: list[tuple[str, Path]] = []
     found = None
+    loose: list[Path] = []
     for p in paths:
         if p.is_dir():
-            for q in sorted(x for x in p.rglob("*") if x.is_file() and not x.name.startswith(".")):
-                if q.name in MANIFEST_NAMES:
+            base = p.resolve()
+            for q in sorted(x for x in base.rglob("*") if x.is_file() and not _hidden(x.relative_to(base))):
+                if q.name in MANIFEST_NAMES and q.parent == base:
                     found = found or q
                 else:
-                    files.append(q)
+                    files.append((q.relative_to(base).as_posix(), q))
         elif p.name in MANIFEST_NAMES and p.exists():
             found = found or p
         else:
-            files.append(p)
+            loose.append(p)
+    if loose:
+        parents = [str(p.resolve().parent) for p in loose if p.exists()]
+        common = Path(os.path.commonpath(parents)) if parents else Path("/")
+        for p in loose:
+            name = p.resolve().relative_to(common).as_posix() if p.exists() else p.name
+            files.append((name, p))
+    names = [n for n, _ in files]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        raise DepositError(f"the same file name twice in one deposit: {', '.join(clash)}")
     return files, found
+
+
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith(".") for part in rel.parts)
 
 
 def _resolve_manifest(manifest: Any, found: Path | None, dataset: str | None) -> Manifest:
@@ -204,7 +228,7 @@ class _ShardWriter:
             return
         self._pending.append(table)
         self._pending_rows += table.num_rows
-        if self._pending_rows >= min(ROW_GROUP, SHARD_ROWS):
+        if self._pending_rows >= min(ROW_GROUP, self.lake.settings.shard_rows):
             self._flush()
 
     def _flush(self) -> None:
@@ -230,7 +254,7 @@ class _ShardWriter:
             self._rows = 0
         self._writer.write_table(table, row_group_size=ROW_GROUP)
         self._rows += table.num_rows
-        if self._rows >= SHARD_ROWS:
+        if self._rows >= self.lake.settings.shard_rows:
             self._close_file()
 
     def close(self) -> None:
@@ -326,7 +350,7 @@ def _short_reason(detail: str) -> str:
 
 
 def deposit(lake: Lake, paths: list[Path], dataset: str | None = None, manifest: Any = None,
-            progress: bool | None = False) -> DepositReport:
+            progress: bool | None = False, replace: bool = False) -> DepositReport:
     """Files on this machine (and a manifest) into the lake: keep the originals, ingest, commit.
 
     The originals are hashed (their SHA-256 makes the deposit id) and copied into the raw zone on
@@ -340,20 +364,21 @@ def deposit(lake: Lake, paths: list[Path], dataset: str | None = None, manifest:
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mliplake-raw") as pool:
         staged = pool.submit(_identify, sources, m)  # the SHA-256 of every file, hence the deposit id
         copy = pool.submit(lambda: _store_raw(lake, staged.result().deposit_id, sources, msrc))
-        report = _ingest(lake, m, staged, [Path(s.path) for s in sources], progress, before_commit=copy.result)
+        report = _ingest(lake, m, staged, [(s.name, Path(s.path)) for s in sources], progress,
+                         before_commit=copy.result, replace=replace)
     report.seconds = time.perf_counter() - t0
     return report
 
 
 def _local_sources(paths: list[Path]) -> tuple[list[Source], Path | None]:
     files, found = _expand(paths)
-    missing = [str(p) for p in files if not p.is_file()]
+    missing = [str(p) for _, p in files if not p.is_file()]
     if missing:
         raise DepositError(f"no such file: {', '.join(missing)}")
     if not files:
         raise DepositError("nothing to deposit: no data files given")
     local = fsspec.filesystem("file")
-    return [Source(p.name, local, str(p.resolve()), p.stat().st_size) for p in files], found
+    return [Source(name, local, str(p.resolve()), p.stat().st_size) for name, p in files], found
 
 
 def _prepare(lake: Lake, paths: list[Path], dataset: str | None,
@@ -382,11 +407,11 @@ def stage_inbox(lake: Lake, name: str, dataset: str | None = None) -> Staged:
     entries = [e for e in lake.fs.find(folder, detail=True).values() if e["type"] == "file"]
     sources, msrc = [], None
     for e in sorted(entries, key=lambda e: e["name"]):
-        fname = e["name"].rsplit("/", 1)[1]
-        if fname.startswith("."):
+        rel = e["name"][len(folder.rstrip("/")) + 1:]
+        if _hidden(Path(rel)):
             continue
-        src = Source(fname, lake.fs, e["name"], int(e.get("size") or 0))
-        if fname in MANIFEST_NAMES:
+        src = Source(rel, lake.fs, e["name"], int(e.get("size") or 0))
+        if rel in MANIFEST_NAMES:
             msrc = msrc or src
         else:
             sources.append(src)
@@ -417,7 +442,7 @@ def _reject(lake: Lake, sources: list[Source], msrc: Source | None, dataset: str
     _store_raw(lake, dep, sources, msrc)
     report = DepositReport(dep, name, status="rejected", error=str(e),
                            files=[FileReport(s.name, s.sha256, s.size) for s in sources])
-    _commit(lake, report, None, [], [], str(e))
+    _commit(lake, report, None, [], _quarantine_table(name, dep, []), replace=True)
     raise DepositError(f"{e} (deposit {dep} rejected; raw files kept in {lake.uri(lake.raw_dir(dep))})") from None
 
 
@@ -435,37 +460,41 @@ def _stage(lake: Lake, sources: list[Source], msrc: Source | None, m: Manifest, 
 
 
 @contextmanager
-def _local_raw(lake: Lake, staged: Staged) -> Iterator[list[Path]]:
-    """Paths of the staged originals that the parsers can open (S3: a temporary local copy)."""
+def _local_raw(lake: Lake, staged: Staged) -> Iterator[list[tuple[str, Path]]]:
+    """The staged originals as (name, path the parsers can open) (S3: a temporary local copy)."""
     raw = lake.raw_dir(staged.deposit_id)
     if lake.local:
-        yield [Path(f"{raw}/files/{f.name}") for f in staged.files]
+        yield [(f.name, Path(f"{raw}/files/{f.name}")) for f in staged.files]
         return
     with tempfile.TemporaryDirectory(prefix="mliplake-") as tmp:
         paths = []
-        for f in staged.files:
-            local = Path(tmp) / f.name
+        for i, f in enumerate(staged.files):
+            local = Path(tmp) / f"{i:06d}-{Path(f.name).name}"
             lake.fs.get_file(f"{raw}/files/{f.name}", str(local))
-            paths.append(local)
+            paths.append((f.name, local))
         yield paths
 
 
-def ingest(lake: Lake, staged: Staged, progress: bool | None = False) -> DepositReport:
-    """Normalise a staged deposit into shards, quarantine, and commit its record."""
+def ingest(lake: Lake, staged: Staged, progress: bool | None = False, replace: bool = False) -> DepositReport:
+    """Normalise a staged deposit into data files and quarantine, and commit it."""
     with _local_raw(lake, staged) as paths:
         done: Future[Staged] = Future()
         done.set_result(staged)
-        return _ingest(lake, staged.manifest, done, paths, progress)
+        return _ingest(lake, staged.manifest, done, paths, progress, replace=replace)
 
 
-def _ingest(lake: Lake, m: Manifest, staged: Future[Staged], files: list[Path], progress: bool | None,
-            before_commit: Callable[[], Any] | None = None) -> DepositReport:
-    """``staged`` may still be hashing: nothing here waits for the deposit id before the first rows."""
+def _ingest(lake: Lake, m: Manifest, staged: Future[Staged], files: list[tuple[str, Path]],
+            progress: bool | None, before_commit: Callable[[], Any] | None = None,
+            replace: bool = False) -> DepositReport:
+    """``staged`` may still be hashing: nothing here waits for the deposit id before the first rows.
+
+    Duplicates within the deposit are dropped here; duplicates of other deposits of the dataset
+    are found by the commit itself, against the snapshot it commits on (see :func:`_commit`)."""
     t0 = time.perf_counter()
     dep = lambda: staged.result().deposit_id  # noqa: E731
     report = DepositReport("", m.dataset)
     attempt = f"{int(time.time())}-{uuid.uuid4().hex[:8]}"
-    seen: set[str] | None = None  # config ids of the dataset's other deposits, read once the id is known
+    seen: set[str] = set()
     struct_seen: set[str] = set()
     writer = _ShardWriter(lake, lambda: lake.shard_dir("configurations", m.dataset, dep()), attempt)
     quarantine: list[tuple[str, int | None, str]] = []
@@ -477,25 +506,23 @@ def _ingest(lake: Lake, m: Manifest, staged: Future[Staged], files: list[Path], 
     if progress is not False:
         from tqdm import tqdm
 
-        total = sum(p.stat().st_size for p in files)
+        total = sum(p.stat().st_size for _, p in files)
         bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"deposit {m.dataset}",
                    disable=None if progress is None else not progress, leave=False)
-    for p in files:
-        fr = FileReport(p.name, "", p.stat().st_size)
+    for name, p in files:
+        fr = FileReport(name, "", p.stat().st_size)
         report.files.append(fr)
-        entry = m.file_entry(p.name)
+        entry = m.file_entry(name) or m.file_entry(Path(name).name)
         fmt = (entry.format if entry else None) or detect_format(p)
         fr.format = fmt
-        ctx = FileContext(m.dataset, dep() if staged.done() else "", p.name, m, entry.info if entry else {},
+        ctx = FileContext(m.dataset, dep() if staged.done() else "", name, m, entry.info if entry else {},
                           deposited_at)
         done = 0
         try:
             for table, rejected, nread, offset in _file_batches(p, fmt, ctx, report.key_mapping):
                 fr.frames_read += nread
-                quarantine += [(p.name, index, reason) for index, reason in rejected]
+                quarantine += [(name, index, reason) for index, reason in rejected]
                 fr.quarantined += len(rejected)
-                if seen is None:
-                    seen = lake.existing_ids(m.dataset, exclude_deposit=dep())
                 if ctx.deposit_id != dep() and table.num_rows:
                     i = table.schema.get_field_index("deposit_id")
                     table = table.set_column(i, table.schema.field(i), pa.array([dep()] * table.num_rows, pa.string()))
@@ -510,7 +537,7 @@ def _ingest(lake: Lake, m: Manifest, staged: Future[Staged], files: list[Path], 
         except ReaderError as e:
             fr.error = str(e)
             fr.quarantined += 1
-            quarantine.append((p.name, None, f"unreadable file: {e}"))
+            quarantine.append((name, None, f"unreadable file: {e}"))
         if bar is not None:
             bar.update(fr.bytes - done)
     writer.close()
@@ -527,19 +554,21 @@ def _ingest(lake: Lake, m: Manifest, staged: Future[Staged], files: list[Path], 
     report.reasons = Counter(_short_reason(q[2]) for q in quarantine)
     report.elements = sorted(elements)
     report.labels = sorted(labels)
-    if report.stored == 0:
-        report.status = "empty" if not quarantine else "quarantined"
-    q_paths = []
-    if quarantine:
-        qp = f"{lake.shard_dir('quarantine', m.dataset, dep())}/part-{attempt}.parquet"
-        report.bytes_written += lake.write_table(qp, _quarantine_table(m.dataset, dep(), quarantine))
-        q_paths.append(qp)
+    _warn_unused_keys(report, m)
     report.bytes_written += writer.bytes
     if before_commit is not None:
         before_commit()
     report.seconds = time.perf_counter() - t0
-    _commit(lake, report, m, writer.paths, q_paths, "")
+    _commit(lake, report, m, writer.paths, _quarantine_table(m.dataset, dep(), quarantine), replace)
     return report
+
+
+def _warn_unused_keys(report: DepositReport, m: Manifest) -> None:
+    try:
+        from .manifest import unused_key_map
+    except ImportError:  # pragma: no cover - older manifest module
+        return
+    report.warnings += unused_key_map(m, report.key_mapping)
 
 
 def _dedupe(table: pa.Table, seen: set[str], struct_seen: set[str], fr: FileReport,
@@ -567,23 +596,112 @@ def _collect(table: pa.Table, elements: set[str], labels: set[str]) -> None:
             labels.add(name)
 
 
-def _commit(lake: Lake, report: DepositReport, m: Manifest | None, shards: list[str], q_paths: list[str],
-            error: str) -> None:
+def _commit(lake: Lake, report: DepositReport, m: Manifest | None, files: list[str], quarantine: pa.Table,
+            replace: bool = False) -> None:
+    """One DuckLake transaction: the previous version of the deposit out, its new rows, quarantine
+    and record in; retried from the start when another writer commits first, so that the
+    duplicate check always runs against the snapshot the commit lands on."""
+    from .access import make_policy
+    from .storage.tables import arrow_rows
+
+    dep, dataset = report.deposit_id, report.dataset
+    uris = [lake.uri(p) for p in files]
+    within = report.duplicates  # duplicates inside the deposit itself, found while reading
+    if m is not None:
+        lake.write_json(f"{lake.raw_dir(dep)}/manifest.json", m.to_dict())
+
+    attempts = [0]
+
+    def work(cur: Any) -> None:
+        attempts[0] += 1
+        prev = cur.execute("SELECT stored, retracted_at, status FROM lake.deposits WHERE deposit_id = ?",
+                           [dep]).fetchone()
+        _check_replace(report, prev, replace)
+        cur.execute("CALL lake.set_commit_message(?, ?)", [lake.principal.name or lake.principal.kind,
+                                                           f"deposit {dep} into {dataset}"])
+        for table in ("configurations", "quarantine", "deposits"):
+            cur.execute(f"DELETE FROM lake.{table} WHERE deposit_id = ?", [dep])  # the previous version
+        dups = _store_rows(cur, dataset, uris, register=attempts[0] == 1)
+        report.duplicates = within + dups
+        report.stored = sum(f.stored for f in report.files) - dups
+        if report.stored == 0 and report.status != "rejected":
+            report.status = "empty" if not report.quarantined else "quarantined"
+        if quarantine.num_rows:
+            cur.register("_quarantine", quarantine)
+            cur.execute("INSERT INTO lake.quarantine SELECT * FROM _quarantine")
+            cur.unregister("_quarantine")
+        arrow_rows(cur, "deposits", [_record_row(lake, report, m, files)])
+        if m is not None and not cur.execute("SELECT 1 FROM lake.policies WHERE dataset = ?", [dataset]).fetchone():
+            who = lake.principal
+            owner = who.name if who.kind in ("user", "admin") else (m.submitter or who.name)
+            policy = make_policy(dataset, m.visibility, owner,
+                                 getattr(m, "groups", ()), getattr(m, "embargo_until", None),
+                                 updated_by=lake.principal.name or lake.principal.kind)
+            arrow_rows(cur, "policies", [policy.to_row()])
+
+    lake.tables.transaction(work, serialise=True)
+
+
+def _check_replace(report: DepositReport, prev: Any, replace: bool) -> None:
+    if prev is None or replace:
+        return
+    stored, retracted_at, status = prev
+    if retracted_at:
+        raise DepositError(f"deposit {report.deposit_id} was retracted ({retracted_at}); depositing the same "
+                           "files again needs replace=True (--replace)")
+    if report.stored == 0 and report.quarantined and stored:
+        raise DepositError(f"every frame of deposit {report.deposit_id} was quarantined "
+                           f"({', '.join(f'{n} x {r}' for r, n in report.reasons.most_common(3))}); the stored "
+                           f"version ({stored} configurations) is kept. Pass replace=True (--replace) to replace it")
+
+
+def _store_rows(cur: Any, dataset: str, uris: list[str], register: bool = True) -> int:
+    """Register the deposit's data files; rows already stored in the dataset are left out.
+    Returns how many were left out.
+
+    ``register``: the files themselves become the table's (no copy).  A commit retried after
+    meeting another writer copies the rows instead: DuckLake 0.x could crash registering files in
+    a transaction retried on the same connection."""
+    if not uris:
+        return 0
+    files = "[" + ", ".join("'" + u.replace("'", "''") + "'" for u in uris) + "]"
+    cur.execute(f"""CREATE OR REPLACE TEMP TABLE _dups AS
+                    SELECT config_id FROM read_parquet({files}, hive_partitioning = false) WHERE config_id IN
+                    (SELECT config_id FROM lake.configurations WHERE dataset = ?)""", [dataset])
+    dups = cur.execute("SELECT count(*) FROM _dups").fetchone()[0]
+    if dups == 0 and register:
+        for u in uris:  # the files become the table's: no copy
+            cur.execute("CALL ducklake_add_data_files('lake', 'configurations', ?, hive_partitioning => false)", [u])
+    else:
+        # another deposit stored some of these first, or a retry: write the rest (a copy, rarely needed)
+        cur.execute(f"INSERT INTO lake.configurations SELECT * FROM read_parquet({files}, hive_partitioning = false) "
+                    "WHERE config_id NOT IN (SELECT config_id FROM _dups)")
+    cur.execute("DROP TABLE _dups")
+    return int(dups)
+
+
+def _record_row(lake: Lake, report: DepositReport, m: Manifest | None, files: list[str]) -> dict[str, Any]:
     rel = lambda p: p[len(lake.root) + 1:]  # noqa: E731
     record = {k: v for k, v in asdict(report).items() if k != "reasons"}
+    created = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    md = m.to_dict() if m else {}
     record.update(
         reasons=dict(report.reasons.most_common()),
-        created_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-        manifest=m.to_dict() if m else None,
-        shards=[rel(p) for p in shards],
-        quarantine_shards=[rel(p) for p in q_paths],
+        created_at=created,
+        manifest=md or None,
+        shards=[rel(p) for p in files],
         raw=rel(lake.raw_dir(report.deposit_id)),
         mliplake_version=__version__,
         hash_version=HASH_VERSION,
-        error=error or report.error,
+        error=report.error,
     )
-    if m is not None:
-        lake.write_json(f"{lake.raw_dir(report.deposit_id)}/manifest.json", m.to_dict())
-    lake.write_json(lake.record_path(report.deposit_id), record)
-    if m is not None:
-        lake.remove_uncommitted(m.dataset, report.deposit_id, record["shards"] + record["quarantine_shards"])
+    return {
+        "deposit_id": report.deposit_id, "dataset": report.dataset, "status": report.status,
+        "created_at": created, "submitter": (m.submitter if m else "") or lake.principal.name,
+        "frames_read": report.frames_read, "stored": report.stored, "duplicates": report.duplicates,
+        "relabelled": report.relabelled, "quarantined": report.quarantined, "atoms": report.atoms,
+        "elements": report.elements, "labels": report.labels, "title": md.get("title", ""),
+        "license": md.get("license", ""), "method": json.dumps(md.get("method", {}), sort_keys=True),
+        "record": json.dumps(record, sort_keys=True, default=str),
+        "retracted_at": None, "retracted_by": None, "retraction_reason": None, "purged": False,
+    }

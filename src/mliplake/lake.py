@@ -1,27 +1,24 @@
-"""The lake on fsspec: one URL decides where everything lives.
+"""The lake: one URL decides where everything lives; ``Lake`` is the facade over its layers.
 
 Layout under the lake root (a local folder, or ``s3://bucket/prefix``)::
 
-    raw/<deposit_id>/files/<name>          originals, byte for byte
-    raw/<deposit_id>/SHA256SUMS            their checksums
-    raw/<deposit_id>/manifest.json         the manifest as understood
-    tables/configurations/dataset=<d>/deposit=<id>/part-<attempt>-<k>.parquet
-    tables/quarantine/dataset=<d>/deposit=<id>/part-<attempt>.parquet
-    tables/deposits/<deposit_id>.json      the deposit record: the commit
-    inbox/                                 drop zone watched by the Dagster sensor
+    catalog.sqlite                      the DuckLake catalog of a local lake (MLIPLAKE_CATALOG elsewhere)
+    data/                               the DuckLake data path: Parquet files of the tables
+    raw/<deposit_id>/files/<path>       originals, byte for byte, at their paths inside the deposit
+    raw/<deposit_id>/SHA256SUMS         their checksums
+    raw/<deposit_id>/manifest.json      the manifest as understood
+    tables/...                          files that later stages keep (catalogue, training sets, models)
+    inbox/                              drop zone watched by the Dagster sensor
 
-Commit protocol: shards are written under fresh names (an attempt id), each
-file atomically (local: temporary name then rename; S3: one PUT or multipart
-upload, visible only once complete).  A deposit becomes visible when its record
-is written, atomically, listing its shards; readers go through the records, so
-a crash at any point leaves either the old deposit or the new one.  Files of
-attempts that never committed are removed by the next run of that deposit.
+The tables (configurations, quarantine, the deposit log, access policies, the audit log) are
+DuckLake tables (storage.tables): snapshot isolation, optimistic commits, versions.  Reads go
+through a query session (query.session) whose views only show what the lake's principal may see.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,55 +27,76 @@ from typing import IO, Any
 
 import fsspec
 import pyarrow as pa
-import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from .schema import CONFIGURATIONS, QUARANTINE
+from .access import LOCAL_OWNER, AccessError, Principal, Scope, may_manage, visible_datasets
+from .settings import DEFAULT_LAKE, Settings, get_settings
+from .storage.tables import TableStore
 
-DEFAULT_LAKE = "lake"
-LEADERBOARD_VIEW = """
-CREATE VIEW leaderboard AS
-SELECT b.model_id, b.benchmark, m.architecture, m.parameters, m.training_set.name AS training_set,
-       m.training_set.version AS training_set_version, m.license, m.created_at,
-       b.energy_per_atom.mae AS energy_mae, b.energy_per_atom.rmse AS energy_rmse, b.energy_per_atom.r2 AS energy_r2,
-       b.forces.mae AS forces_mae, b.forces.rmse AS forces_rmse, b.forces.r2 AS forces_r2,
-       b.configurations, b.missing_predictions, b.seconds
-FROM benchmarks b JOIN models m USING (model_id)
-"""
-SHARD_ROWS = int(os.environ.get("MLIPLAKE_SHARD_ROWS", 250_000))  # rows per Parquet shard
+DEPOSIT_ID = re.compile(r"^dep-[0-9a-f]{1,16}$")
+
+
+class NotFound(KeyError):
+    """Nothing by that name that the principal may see (the same answer whether it exists or not)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "not found"
 
 
 def default_url() -> str:
-    return os.environ.get("MLIPLAKE_LAKE", DEFAULT_LAKE)
+    return get_settings().lake
 
 
-def _storage_options(url: str) -> dict[str, Any]:
+def _storage_options(url: str, settings: Settings) -> dict[str, Any]:
     if url.startswith("s3://"):
         # s3fs reads credentials from the usual AWS variables; the endpoint too, for MinIO / moto.
-        endpoint = os.environ.get("MLIPLAKE_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
+        # No listings cache: other processes' files must be seen at once.
+        opts: dict[str, Any] = {"use_listings_cache": False}
+        endpoint = settings.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL")
         if endpoint:
-            return {"endpoint_url": endpoint}
+            opts["endpoint_url"] = endpoint
+        return opts
     return {}
 
 
-class Lake:
-    """A lake at a URL: a local folder (default ``$MLIPLAKE_LAKE`` or ``./lake``) or ``s3://...``."""
+def check_deposit_id(deposit_id: str) -> str:
+    """A deposit id (or a unique prefix of one), never a path."""
+    if not isinstance(deposit_id, str) or not DEPOSIT_ID.match(deposit_id):
+        raise NotFound(f"{deposit_id!r} is not a deposit id (dep- and up to 16 hexadecimal digits)")
+    return deposit_id
 
-    def __init__(self, url: str | os.PathLike | None = None, **storage_options: Any) -> None:
-        url = str(url) if url is not None else default_url()
+
+class Lake:
+    """A lake at a URL: a local folder (default ``$MLIPLAKE_LAKE`` or ``./lake``) or ``s3://...``.
+
+    ``principal``: who reads through this object (default: the local owner, who sees everything).
+    """
+
+    def __init__(self, url: str | os.PathLike | None = None, settings: Settings | None = None,
+                 principal: Principal | None = None, **storage_options: Any) -> None:
+        self.settings = settings or get_settings()
+        url = str(url) if url is not None else self.settings.lake or DEFAULT_LAKE
         if "://" not in url:
             url = str(Path(url).expanduser().resolve())
         self.url = url
-        opts = _storage_options(url) | storage_options
+        opts = _storage_options(url, self.settings) | storage_options
         self.fs, self.root = fsspec.core.url_to_fs(url, **opts)
         self.root = self.root.rstrip("/")
         self.local = isinstance(self.fs, LocalFileSystem)
         if self.local:
             self.fs.makedirs(self.root, exist_ok=True)
+        self.principal = principal or LOCAL_OWNER
+        self.tables = TableStore(self.url, self.root, self.local, self.settings)
 
     def __repr__(self) -> str:
-        return f"Lake({self.url!r})"
+        return f"Lake({self.url!r})" if self.principal is LOCAL_OWNER else f"Lake({self.url!r}, as {self.principal.name or self.principal.kind})"
+
+    def as_principal(self, principal: Principal) -> Lake:
+        """The same lake (same connections) seen by someone else."""
+        other = object.__new__(Lake)
+        other.__dict__.update(self.__dict__)
+        other.principal = principal
+        return other
 
     # ---------------------------------------------------------------- paths
 
@@ -86,17 +104,16 @@ class Lake:
         return "/".join([self.root, *parts])
 
     def raw_dir(self, deposit_id: str) -> str:
-        return self.path("raw", deposit_id)
+        return self.path("raw", check_deposit_id(deposit_id))
 
     def shard_dir(self, table: str, dataset: str, deposit_id: str) -> str:
-        return self.path("tables", table, f"dataset={dataset}", f"deposit={deposit_id}")
-
-    def record_path(self, deposit_id: str) -> str:
-        return self.path("tables", "deposits", f"{deposit_id}.json")
+        """Where a deposit writes its data files (inside the DuckLake data path)."""
+        return self.path("data", table, f"dataset={dataset}", f"deposit={check_deposit_id(deposit_id)}")
 
     def uri(self, path: str) -> str:
         """A full URL for a path inside the lake (for DuckDB and for people)."""
-        return path if self.local else f"{self.fs.protocol[0] if isinstance(self.fs.protocol, tuple) else self.fs.protocol}://{path}"
+        proto = self.fs.protocol[0] if isinstance(self.fs.protocol, tuple) else self.fs.protocol
+        return path if self.local else f"{proto}://{path}"
 
     # ---------------------------------------------------------------- atomic writes
 
@@ -134,6 +151,10 @@ class Lake:
             return json.load(f)
 
     def write_table(self, path: str, table: pa.Table) -> int:
+        import io
+
+        import pyarrow.parquet as pq
+
         buf = io.BytesIO()
         pq.write_table(table, buf, compression="zstd")
         self.write_bytes(path, buf.getvalue())
@@ -144,86 +165,117 @@ class Lake:
             while chunk := src.read(1 << 22):
                 dst.write(chunk)
 
+    # ---------------------------------------------------------------- access
+
+    def scope(self) -> Scope:
+        """What this lake's principal may see now (embargoes are compared with today's date)."""
+        if self.principal.sees_everything:
+            return Scope(self.principal, None)
+        cur = self.tables.cursor()
+        return Scope(self.principal, visible_datasets(self.tables.dataset_names(cur), self.tables.policies(cur),
+                                                      self.principal))
+
+    def policy(self, dataset: str) -> Any:
+        return self.tables.policies().get(dataset)
+
+    def set_visibility(self, dataset: str, visibility: str, groups: list[str] | None = None,
+                       embargo_until: str | None = None, owner: str | None = None) -> Any:
+        """Change who may see a dataset (its owner, a curator or an admin); effective at once."""
+        from .retract import set_visibility
+
+        return set_visibility(self, dataset, visibility, groups, embargo_until, owner)
+
+    def retract(self, deposit_id: str | None = None, dataset: str | None = None, reason: str = "",
+                purge: bool = False) -> list[str]:
+        """Take a deposit (or every deposit of a dataset) out of every view at once; see docs/lake.md."""
+        from .retract import retract
+
+        return retract(self, deposit_id=deposit_id, dataset=dataset, reason=reason, purge=purge)
+
+    def _require_manage(self, dataset: str) -> None:
+        if not may_manage(self.policy(dataset), self.principal):
+            raise AccessError(f"only the owner of dataset {dataset!r}, a curator or an admin may do that")
+
     # ---------------------------------------------------------------- deposits
 
     def deposit(self, paths: list[str | Path] | str | Path, dataset: str | None = None,
-                manifest: Any = None, progress: bool | None = False) -> Any:
-        """Ingest files (and a manifest) as one deposit; returns a :class:`DepositReport`."""
+                manifest: Any = None, progress: bool | None = False, replace: bool = False) -> Any:
+        """Ingest files (and a manifest) as one deposit; returns a :class:`DepositReport`.
+
+        ``replace``: let a deposit whose frames were all quarantined replace a stored version of
+        the same files (otherwise the stored version stays and the deposit is refused)."""
         from .ingest import deposit
 
+        if not self.principal.can_deposit:
+            raise AccessError("this account may not deposit (role depositor, curator or admin needed)")
         if isinstance(paths, (str, Path)):
             paths = [paths]
-        return deposit(self, [Path(p) for p in paths], dataset=dataset, manifest=manifest, progress=progress)
+        return deposit(self, [Path(p) for p in paths], dataset=dataset, manifest=manifest, progress=progress,
+                       replace=replace)
 
     def records(self) -> list[dict[str, Any]]:
-        """Every committed deposit record, oldest first."""
-        d = self.path("tables", "deposits")
-        if not self.fs.exists(d):
-            return []
-        recs = [self.read_json(p) for p in sorted(self.fs.glob(d + "/*.json"))]
-        return sorted(recs, key=lambda r: (r.get("created_at", ""), r["deposit_id"]))
+        """Every deposit record the principal may see, oldest first (retracted ones marked)."""
+        s = self.scope()
+        return self.tables.records(s.sql_predicate())
 
     def record(self, deposit_id: str) -> dict[str, Any]:
-        p = self.record_path(deposit_id)
-        if not self.fs.exists(p):
-            matches = [r for r in self.records() if r["deposit_id"].startswith(deposit_id)]
-            if len(matches) == 1:
-                return matches[0]
-            raise KeyError(f"no deposit {deposit_id!r} in {self.url}")
-        return self.read_json(p)
+        """One deposit's record, by id or unique prefix."""
+        check_deposit_id(deposit_id)
+        s = self.scope()
+        recs = self.tables.records(f"deposit_id LIKE ? AND {s.sql_predicate()}", [deposit_id + "%"])
+        exact = [r for r in recs if r["deposit_id"] == deposit_id]
+        if exact or len(recs) == 1:
+            return (exact or recs)[0]
+        raise NotFound(f"no deposit {deposit_id!r} in {self.url}" if not recs else
+                       f"{deposit_id!r} is the prefix of {len(recs)} deposits; give more of it")
 
     def deposits(self) -> list[dict[str, Any]]:
         """One summary row per deposit."""
-        keys = ("deposit_id", "dataset", "status", "created_at", "frames_read", "stored", "duplicates",
-                "quarantined", "files")
-        return [{k: (len(r[k]) if k == "files" else r.get(k)) for k in keys} for r in self.records()]
+        return self.sql("SELECT deposit_id, dataset, status, created_at, frames_read, stored, duplicates, "
+                        "quarantined, files FROM deposits ORDER BY created_at, deposit_id").to_arrow_table().to_pylist()
 
     def datasets(self) -> list[dict[str, Any]]:
-        """One row per dataset: deposits, configurations, atoms, elements, labels present."""
-        out: dict[str, dict[str, Any]] = {}
-        for r in self.records():
-            d = out.setdefault(r["dataset"], {"dataset": r["dataset"], "title": "", "license": "", "deposits": 0,
-                                              "configurations": 0, "atoms": 0, "quarantined": 0,
-                                              "elements": set(), "labels": set()})
-            d["deposits"] += 1
-            d["configurations"] += r.get("stored", 0)
-            d["atoms"] += r.get("atoms", 0)
-            d["quarantined"] += r.get("quarantined", 0)
-            d["elements"] |= set(r.get("elements", []))
-            d["labels"] |= set(r.get("labels", []))
-            m = r.get("manifest") or {}
-            d["title"] = m.get("title") or d["title"]
-            d["license"] = m.get("license") or d["license"]
-        for d in out.values():
-            d["elements"] = sorted(d["elements"])
-            d["labels"] = sorted(d["labels"])
-        return sorted(out.values(), key=lambda d: d["dataset"])
+        """One row per dataset: deposits, configurations, atoms, elements, labels, licence, visibility."""
+        return self.sql("SELECT * FROM datasets ORDER BY dataset").to_arrow_table().to_pylist()
+
+    def data_files(self) -> list[str]:
+        """The Parquet files behind the configurations table in the current snapshot."""
+        if not self.principal.sees_everything:
+            raise AccessError("the lake's files are for admins")
+        rows = self.tables.cursor().execute(
+            "SELECT data_file FROM ducklake_list_files('lake', 'configurations')").fetchall()
+        return sorted(r[0] for r in rows)
+
+    def snapshot(self) -> int:
+        """The current version of the lake's tables (training sets record it; time travel reads it)."""
+        return self.tables.snapshot()
+
+    def maintain(self, retention: str | None = None) -> dict[str, Any]:
+        """Compact small files and delete what no snapshot younger than the retention needs."""
+        if not self.principal.sees_everything:
+            raise AccessError("maintenance is for admins")
+        return self.tables.maintain(retention)
 
     # ---------------------------------------------------------------- reading tables
 
-    def shard_files(self, table: str = "configurations", dataset: str | None = None,
-                    exclude_deposit: str | None = None) -> list[str]:
-        key = "shards" if table == "configurations" else "quarantine_shards"
-        files = []
-        for r in self.records():
-            if (dataset is None or r["dataset"] == dataset) and r["deposit_id"] != exclude_deposit:
-                files += [self.path(p) for p in r.get(key, [])]
-        return files
+    def connection(self) -> Any:
+        """A DuckDB cursor of its own, over views showing what the principal may see."""
+        from .query import session
 
-    def dataset(self, table: str = "configurations", dataset: str | None = None) -> pads.Dataset:
-        """The committed shards as one Arrow dataset (lazy; filter and project before reading)."""
-        schema = CONFIGURATIONS if table == "configurations" else QUARANTINE
-        files = self.shard_files(table, dataset)
-        return pads.dataset(files, schema=schema, format="parquet", filesystem=self.fs)
+        return session(self)
 
     def configurations(self, dataset: str | None = None, columns: list[str] | None = None,
                        filter: Any = None) -> pa.Table:
-        return self.dataset("configurations", dataset).to_table(columns=columns, filter=filter)
+        """Stored configurations as an Arrow table (``filter``: a pyarrow expression)."""
+        from .query import configurations
+
+        table = configurations(self, dataset, columns)
+        return table.filter(filter) if filter is not None else table
 
     def quarantine(self, deposit_id: str) -> pa.Table:
         rec = self.record(deposit_id)
-        files = [self.path(p) for p in rec.get("quarantine_shards", [])]
-        return pads.dataset(files, schema=QUARANTINE, format="parquet", filesystem=self.fs).to_table()
+        return self.connection().execute("SELECT * FROM quarantine WHERE deposit_id = ? ORDER BY source_file, "
+                                         "frame_index NULLS FIRST", [rec["deposit_id"]]).to_arrow_table()
 
     def atoms(self, dataset: str | None = None, filter: Any = None, original_keys: bool = False) -> Iterator[Any]:
         """The configurations back as ASE ``Atoms``, labels on a SinglePointCalculator, ``info["config_id"]`` set.
@@ -231,67 +283,21 @@ class Lake:
         ``filter``: a filter-language string (docs/query.md) or a pyarrow expression.
         """
         from .atoms import table_to_atoms
+        from .export import batches
 
-        if isinstance(filter, str) or (filter is None and dataset is None):
-            from .export import batches
+        text = filter if isinstance(filter, str) else None
+        for t in batches(self, text, dataset=dataset):
+            if filter is not None and not isinstance(filter, str):
+                t = t.filter(filter)
+            yield from table_to_atoms(t, original_keys=original_keys)
 
-            text = filter or ""
-            if dataset:
-                text = f'dataset = "{dataset}"' + (f" AND ({text})" if text else "")
-            for t in batches(self, text):
-                yield from table_to_atoms(t, original_keys=original_keys)
-            return
-        for batch in self.dataset("configurations", dataset).to_batches(filter=filter, batch_size=4096):
-            yield from table_to_atoms(pa.Table.from_batches([batch]), original_keys=original_keys)
-
-    # ---------------------------------------------------------------- DuckDB
-
-    def _records_signature(self) -> tuple:
-        sig = []
-        for d in (self.path("tables", "deposits"), self.path("tables", "catalogue"), self.path("tables", "models"),
-                  self.path("tables", "benchmarks")):
-            if self.fs.exists(d):
-                self.fs.invalidate_cache(d)
-                sig += sorted((e["name"], e.get("size"), str(e.get("mtime") or e.get("LastModified") or e.get("ETag")))
-                              for e in self.fs.ls(d, detail=True))
-        return tuple(sig)
-
-    def connection(self) -> Any:
-        """A DuckDB connection with the lake's views, rebuilt when deposits change."""
-        from .query import connect
-
-        sig = self._records_signature()
-        if getattr(self, "_con_sig", None) != sig:
-            if getattr(self, "_con", None) is not None:
-                self._con.close()
-            self._con = connect(self)
-            self._con_sig = sig
-        return self._con
-
-    def extra_views(self) -> list[str]:
-        """Views over tables that later stages store in the lake (the catalogue, ...), when present."""
-        from .catalogue import CARDS, KEYS
-
-        views = []
-        for name, rel in (("catalogue", CARDS), ("key_registry", KEYS)):
-            if self.fs.exists(self.path(rel)):
-                views.append(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{self.uri(self.path(rel))}')")
-        cards = self.fs.glob(self.path("tables", "models", "*", "card.json"))
-        results = self.fs.glob(self.path("tables", "benchmarks", "*", "*", "result.json"))
-        if cards:
-            files = ", ".join(f"'{self.uri(p)}'" for p in cards)
-            views.append(f"CREATE VIEW models AS SELECT * FROM read_json([{files}], union_by_name = true)")
-        if cards and results:
-            files = ", ".join(f"'{self.uri(p)}'" for p in results)
-            views.append(f"CREATE VIEW benchmarks AS SELECT * FROM read_json([{files}], union_by_name = true)")
-            views.append(LEADERBOARD_VIEW)
-        return views
+    # ---------------------------------------------------------------- queries
 
     def sql(self, query: str, untrusted: bool = False, **limits: Any) -> Any:
-        """Run SQL over the views (configurations, datasets, deposits, quarantine, keys).
+        """Run SQL over the views (configurations, datasets, deposits, quarantine, keys, ...).
 
         Trusted: a DuckDB relation.  ``untrusted=True``: an Arrow table, from one sandboxed,
-        time- and row-limited SELECT (what the API accepts).
+        time-, memory- and size-limited SELECT over the views only (what the API accepts).
         """
         from .query import SQLError, run_sql
 
@@ -334,22 +340,9 @@ class Lake:
         return self.sql("SELECT * FROM keys ORDER BY category, key").to_arrow_table()
 
     def raw_files(self, deposit_id: str) -> list[str]:
-        return sorted(self.fs.glob(self.raw_dir(deposit_id) + "/files/*"))
-
-    def existing_ids(self, dataset: str, exclude_deposit: str) -> set[str]:
-        files = self.shard_files("configurations", dataset, exclude_deposit)
-        if not files:
-            return set()
-        tab = pads.dataset(files, schema=CONFIGURATIONS, format="parquet", filesystem=self.fs).to_table(
-            columns=["config_id"])
-        return set(tab.column("config_id").to_pylist())
-
-    def remove_uncommitted(self, dataset: str, deposit_id: str, keep: list[str]) -> None:
-        """Delete shard files of a deposit that its record does not list (old or crashed attempts)."""
-        keep_full = {self.path(p) for p in keep}
-        for table in ("configurations", "quarantine"):
-            d = self.shard_dir(table, dataset, deposit_id)
-            if self.fs.exists(d):
-                for p in self.fs.find(d):
-                    if p not in keep_full:
-                        self.fs.rm(p)
+        """The originals of a deposit the principal may see, at their paths inside the deposit."""
+        rec = self.record(deposit_id)
+        if rec.get("purged"):
+            return []
+        base = self.raw_dir(rec["deposit_id"]) + "/files/"
+        return sorted(self.fs.find(base)) if self.fs.exists(base) else []

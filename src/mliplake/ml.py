@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -21,14 +22,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
 import yaml
 
 from . import __version__, slurm, training
 from .mace_train import EPOCH, MODEL_LINE
 from .slurm import SlurmOptions
+from .query import register_view
 from .training import SPLITS, SpecError, TrainingSet
 
 if TYPE_CHECKING:
+    from .access import Scope
     from .lake import Lake
 
 MODELS = "tables/models"
@@ -118,7 +122,9 @@ def _has_stress(path: Path, key: str) -> bool:
 
 
 def workdir_for(mid: str) -> Path:
-    root = Path(os.environ.get("MLIPLAKE_WORKDIR", Path.home() / ".cache" / "mliplake"))
+    from .settings import Settings
+
+    root = Path(Settings().workdir).expanduser()  # read now: a training job may set it for itself
     return root / "train" / mid
 
 
@@ -153,9 +159,8 @@ def train(lake: Lake, spec: ModelSpec, ts: TrainingSet | None = None,
     """Train (or resume) MACE on a training set in a subprocess; register the model; return its card."""
     ts = ts or training.load(lake, spec.training_set)
     mid = model_id(spec, ts)
-    existing = lake.path(MODELS, mid, "card.json")
-    if lake.fs.exists(existing):
-        return lake.read_json(existing)
+    if is_registered(lake, mid):
+        return card(lake, mid)
     mid, work, cmd = prepare(lake, spec, ts)
     t0 = time.perf_counter()
     epochs: list[dict[str, Any]] = []
@@ -203,7 +208,7 @@ def train_on_slurm(lake: Lake, spec: ModelSpec, opts: SlurmOptions, ts: Training
     """
     ts = ts or training.load(lake, spec.training_set)
     mid = model_id(spec, ts)
-    if lake.fs.exists(lake.path(MODELS, mid, "card.json")):
+    if is_registered(lake, mid):
         return card(lake, mid)
     script, work = slurm_script(lake, spec, opts, ts)
     (work / "job.sh").write_text(script)
@@ -257,23 +262,96 @@ def register(lake: Lake, spec: ModelSpec, ts: TrainingSet, mid: str, model_file:
         "model_file": f"{MODELS}/{mid}/model.model",
     }
     lake.put_file(model_file, lake.path(MODELS, mid, "model.model"))
-    lake.write_json(lake.path(MODELS, mid, "card.json"), card)  # last: the card marks a complete model
+    lake.write_json(lake.path(MODELS, mid, "card.json"), card)
+    datasets = sorted({lake.record(dep)["dataset"] for dep in ts.manifest["source_deposits"]})
+    _commit_row(lake, "models", MODEL_ROWS, {"model_id": mid, "created_at": card["created_at"],
+                                              "datasets": datasets, "card": json.dumps(card, default=str)},
+                "model_id = ?", [mid])  # last: the row marks a complete model
     return card
 
 
+MODEL_ROWS = pa.schema([("model_id", pa.string()), ("created_at", pa.string()), ("datasets", pa.list_(pa.string())),
+                        ("card", pa.string())])
+BENCHMARK_ROWS = pa.schema([("model_id", pa.string()), ("benchmark", pa.string()), ("created_at", pa.string()),
+                            ("result", pa.string())])
+MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _commit_row(lake: Lake, table: str, schema: pa.Schema, row: dict[str, Any], key: str, params: list[Any]) -> None:
+    from .storage.tables import arrow_rows
+
+    lake.tables.ensure_table(table, schema)
+
+    def work(cur: Any) -> None:
+        cur.execute(f"DELETE FROM lake.{table} WHERE {key}", params)
+        arrow_rows(cur, table, [row], schema)
+
+    lake.tables.transaction(work)
+
+
 def models(lake: Lake) -> list[dict[str, Any]]:
-    cards = [lake.read_json(p) for p in lake.fs.glob(lake.path(MODELS, "*", "card.json"))]
-    return sorted(cards, key=lambda c: c["created_at"], reverse=True)
+    """Model cards the principal may see (all of a model's training data visible), newest first."""
+    if not lake.tables.has_table("models"):
+        return []
+    rows = lake.connection().execute("SELECT card FROM models ORDER BY created_at DESC, model_id").fetchall()
+    return [json.loads(r[0]) for r in rows]
+
+
+def is_registered(lake: Lake, mid: str) -> bool:
+    """The one answer to "is this model registered": its row in the models table (written last)."""
+    return lake.tables.has_table("models") and bool(
+        lake.tables.cursor().execute("SELECT 1 FROM lake.models WHERE model_id = ?", [mid]).fetchone())
 
 
 def card(lake: Lake, mid: str) -> dict[str, Any]:
-    p = lake.path(MODELS, mid, "card.json")
-    if not lake.fs.exists(p):
-        matches = [c for c in models(lake) if c["model_id"].startswith(mid)]
-        if len(matches) != 1:
-            raise KeyError(f"no model {mid!r}")
-        return matches[0]
-    return lake.read_json(p)
+    """A model's card, by id or unique prefix."""
+    if not isinstance(mid, str) or not MODEL_ID.match(mid):
+        raise KeyError(f"{mid!r} is not a model id")
+    matches = [c for c in models(lake) if c["model_id"] == mid] or \
+        [c for c in models(lake) if c["model_id"].startswith(mid)]
+    if len(matches) != 1:
+        raise KeyError(f"no model {mid!r}" if not matches else f"{mid!r} is the prefix of {len(matches)} models")
+    return matches[0]
+
+
+def _models_view(lake: Lake, scope: Scope, schema: str) -> str | None:
+    if not lake.tables.has_table("models"):
+        return None
+    return (f"SELECT model_id, created_at, datasets, card->>'name' AS name, card->>'architecture' AS architecture, "
+            f"TRY_CAST(card->>'parameters' AS BIGINT) AS parameters, card->'training_set' AS training_set, "
+            f"card->>'license' AS license, card::JSON AS card "
+            f"FROM lake.models WHERE {scope.sql_all_visible('datasets')}")
+
+
+def _benchmarks_view(lake: Lake, scope: Scope, schema: str) -> str | None:
+    if not (lake.tables.has_table("benchmarks") and lake.tables.has_table("models")):
+        return None
+    return (f"SELECT b.model_id, b.benchmark, b.created_at, b.result::JSON AS result FROM lake.benchmarks b "
+            f"WHERE b.model_id IN (SELECT model_id FROM {schema}.models)")
+
+
+def _leaderboard_view(lake: Lake, scope: Scope, schema: str) -> str | None:
+    """One row per (model, benchmark): the one definition of the leaderboard."""
+    if not (lake.tables.has_table("benchmarks") and lake.tables.has_table("models")):
+        return None
+    num = lambda path: f"TRY_CAST(b.result->>'{path}' AS DOUBLE)"  # noqa: E731
+    metric = lambda group, m: f"TRY_CAST(b.result->'{group}'->>'{m}' AS DOUBLE)"  # noqa: E731
+    return f"""
+        SELECT b.model_id, b.benchmark, m.architecture, m.parameters,
+               m.training_set->>'name' AS training_set, m.training_set->>'version' AS training_set_version,
+               {metric('energy_per_atom', 'mae')} AS energy_mae, {metric('energy_per_atom', 'rmse')} AS energy_rmse,
+               {metric('energy_per_atom', 'r2')} AS energy_r2, {metric('forces', 'mae')} AS forces_mae,
+               {metric('forces', 'rmse')} AS forces_rmse, {metric('forces', 'r2')} AS forces_r2,
+               {metric('stress', 'mae')} AS stress_mae,
+               TRY_CAST(b.result->>'configurations' AS BIGINT) AS configurations,
+               TRY_CAST(b.result->>'missing_predictions' AS BIGINT) AS missing, {num('seconds')} AS seconds,
+               m.license, m.card->>'created_at' AS created_at, b.result->'stability' AS stability
+        FROM {schema}.benchmarks b JOIN {schema}.models m USING (model_id)"""
+
+
+register_view("models", _models_view)
+register_view("benchmarks", _benchmarks_view)
+register_view("leaderboard", _leaderboard_view)
 
 
 def model_path(lake: Lake, mid: str) -> Path:
@@ -303,8 +381,10 @@ def lineage(lake: Lake, mid: str) -> dict[str, Any]:
     """From a model (a leaderboard row) to its card, its training-set manifest and the exact config_ids."""
     c = card(lake, mid)
     ts = training.load(lake, c["training_set"]["name"], c["training_set"]["version"])
+    retracted = {r["deposit_id"]: {k: r.get(k) for k in ("retracted_at", "retracted_by", "retraction_reason", "purged")}
+                 for r in lake.records() if r["deposit_id"] in ts.manifest["source_deposits"] and r.get("retracted_at")}
     return {"card": c, "training_set": {k: v for k, v in ts.manifest.items() if k != "config_ids"},
-            "config_ids": ts.manifest["config_ids"]}
+            "config_ids": ts.manifest["config_ids"], "retracted": retracted}
 
 
 # ---------------------------------------------------------------- benchmarks
@@ -383,7 +463,15 @@ def benchmark(lake: Lake, mid: str, spec: BenchmarkSpec, device: str = "cpu") ->
     folder = lake.path(BENCHMARKS, mid, name)
     _plots(lake, folder, e_pred, e_ref, f_pred, f_ref, f"{mid} on {name}")
     lake.write_json(f"{folder}/result.json", result)
+    _commit_row(lake, "benchmarks", BENCHMARK_ROWS, {"model_id": mid, "benchmark": name,
+                                                      "created_at": result["created_at"],
+                                                      "result": json.dumps(result, default=_plain)},
+                "model_id = ? AND benchmark = ?", [mid, name])
     return result
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else str(v)
 
 
 def _plots(lake: Lake, folder: str, e_pred: np.ndarray, e_ref: np.ndarray, f_pred: np.ndarray, f_ref: np.ndarray,
@@ -416,30 +504,24 @@ def _plots(lake: Lake, folder: str, e_pred: np.ndarray, e_ref: np.ndarray, f_pre
 
 
 def benchmarks(lake: Lake) -> list[dict[str, Any]]:
-    return [lake.read_json(p) for p in lake.fs.glob(lake.path(BENCHMARKS, "*", "*", "result.json"))]
+    if not lake.tables.has_table("benchmarks"):
+        return []
+    return [json.loads(r[0]) for r in lake.connection().execute(
+        "SELECT result FROM benchmarks ORDER BY model_id, benchmark").fetchall()]
+
+
+HIGHER_BETTER = ("energy_r2", "forces_r2", "F1", "Accuracy", "Precision", "DAF", "TPR", "TNR", "R2")
 
 
 def leaderboard(lake: Lake, benchmark_name: str | None = None, sort: str = "energy_mae") -> list[dict[str, Any]]:
-    """One row per (model, benchmark): card fields and metrics, sorted (lower is better for errors)."""
-    cards = {c["model_id"]: c for c in models(lake)}
-    rows = []
-    for b in benchmarks(lake):
-        if benchmark_name and b["benchmark"] != benchmark_name:
-            continue
-        c = cards.get(b["model_id"], {})
-        row = {
-            "model_id": b["model_id"], "benchmark": b["benchmark"], "architecture": c.get("architecture"),
-            "parameters": c.get("parameters"), "training_set": (c.get("training_set") or {}).get("name"),
-            "training_set_version": (c.get("training_set") or {}).get("version"),
-            "energy_mae": b["energy_per_atom"]["mae"], "energy_rmse": b["energy_per_atom"]["rmse"],
-            "energy_r2": b["energy_per_atom"]["r2"], "forces_mae": b["forces"]["mae"],
-            "forces_rmse": b["forces"]["rmse"], "forces_r2": b["forces"]["r2"],
-            "stress_mae": (b.get("stress") or {}).get("mae"),
-            "configurations": b["configurations"], "missing": b["missing_predictions"],
-            "seconds": b["seconds"], "license": c.get("license"), "created_at": c.get("created_at"),
-        }
-        row.update({k: v for k, v in (b.get("stability") or {}).items()})
-        rows.append(row)
-    higher_better = sort in ("energy_r2", "forces_r2", "F1", "Accuracy", "Precision", "DAF", "TPR", "TNR", "R2")
-    rows.sort(key=lambda r: (r.get(sort) is None, -(r.get(sort) or 0) if higher_better else (r.get(sort) or 0)))
+    """Rows of the ``leaderboard`` view (stability metrics spread into columns), sorted: lower is
+    better for errors, higher for scores."""
+    if not lake.tables.has_table("benchmarks"):
+        return []
+    where, params = ("WHERE benchmark = ?", [benchmark_name]) if benchmark_name else ("", [])
+    rows = lake.connection().execute(f"SELECT * FROM leaderboard {where}", params).to_arrow_table().to_pylist()
+    for row in rows:
+        row.update(json.loads(row.pop("stability") or "{}") or {})
+    higher = sort in HIGHER_BETTER
+    rows.sort(key=lambda r: (r.get(sort) is None, -(r.get(sort) or 0) if higher else (r.get(sort) or 0)))
     return rows

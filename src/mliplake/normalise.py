@@ -1,9 +1,13 @@
 """Normalisation and validation of a batch of frames into canonical Arrow rows.
 
 One pass per frame does what only a frame can (pick labels by key map and
-aliases, check shapes, encode the remaining keys as JSON); everything numeric
-(validation of finite values, unit conversion, derived columns, composition
-formulas) then runs over the whole batch at once with numpy.
+aliases, check types and shapes, encode the remaining keys as JSON); everything
+numeric (validation of finite values, unit conversion, derived columns,
+composition formulas) then runs over the whole batch at once with numpy.
+
+Values are taken by their type, never coerced: ``True`` is not 1 eV and
+``"false"`` is not periodic.  A frame that holds one is rejected with a reason
+naming the key.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import pyarrow as pa
 from . import hashing
 from .chemistry import MAX_Z, Z_OF, compositions
 from .manifest import ALIASES, Manifest, Units
-from .readers import RawFrame
+from .readers import RawFrame, describe, parse_pbc
 from .schema import CONFIGURATIONS, HASH_VERSION, LABELS
 from .units import UnitError, stress_to_3x3
 
@@ -33,11 +37,12 @@ class Rejection:
 
 @dataclass(frozen=True)
 class _Plan:
-    picks: tuple[tuple[str, str, bool], ...]  # (label, source key, per atom?)
+    picks: tuple[tuple[str, str, bool], ...]  # (label, source key, from arrays?)
     missing: tuple[str, ...]  # labels the manifest requires that the frame lacks
     keys: tuple[tuple[str, str], ...]  # (source key, label), for provenance
-    usage_keys: tuple[str, ...]
+    usage_keys: tuple[str, ...]  # "source->target" of every label picked and key renamed
     copy: bool
+    fault: str | None = None  # keys no query could address: every frame with them is rejected
 
 
 @dataclass
@@ -61,6 +66,8 @@ class FileContext:
             label: tuple(k for k, v in m.key_map.items() if v == label) + ALIASES[label] for label in LABELS
         }
         self.renames = {k: v for k, v in m.key_map.items() if v not in LABELS}
+        # JSON records keep keys they do not know as per-atom in info: mapped ones are labels all the same
+        self.mapped = {label: tuple(k for k, v in m.key_map.items() if v == label) for label in LABELS}
         self.alias_keys = frozenset(k for srcs in self.sources.values() for k in srcs)
         units = {
             "energy": m.units.energy, "length": m.units.length,
@@ -84,20 +91,26 @@ class FileContext:
         return plan
 
     def _make_plan(self, info_keys: Any, array_keys: Any) -> _Plan:
+        fault = _unaddressable(info_keys, "info") or _unaddressable(array_keys, "arrays")
+        renamed = tuple(f"{k}->{self.renames[k]}" for keys in (info_keys, array_keys) for k in keys
+                        if k in self.renames)
         info_keys = {self.renames.get(k, k) for k in info_keys} | set(self.file_info)
         array_keys = {self.renames.get(k, k) for k in array_keys}
         picks = []
         for label, sources in self.sources.items():
             per_atom = label in PER_ATOM
             src = next((k for k in sources if k in (array_keys if per_atom else info_keys)), None)
+            if src is None and per_atom:
+                src = next((k for k in self.mapped[label] if k in info_keys), None)
+                per_atom = False
             if src is not None:
                 picks.append((label, src, per_atom))
         found = {p[0] for p in picks}
         missing = tuple(lab for lab in self.manifest.labels
                         if lab not in found and not (lab == "stress" and "virial" in found))
         keys = tuple((src, label) for label, src, _ in picks)
-        return _Plan(tuple(picks), missing, keys, tuple(f"{a}->{b}" for a, b in keys),
-                     copy=bool(picks or self.renames or self.file_info))
+        return _Plan(tuple(picks), missing, keys, tuple(f"{a}->{b}" for a, b in keys) + renamed,
+                     copy=bool(picks or self.renames or self.file_info), fault=fault)
 
     def provenance(self, index: int, keys: tuple[tuple[str, str], ...], extra: dict | None) -> str:
         if extra:
@@ -106,6 +119,18 @@ class FileContext:
         if tail is None:
             tail = self._prov_cache[keys] = f', "keys": {json.dumps(dict(keys))}}}'
         return f'{self._prov_head}, "frame_index": {index}{tail}'
+
+
+def _unaddressable(keys: Any, where: str) -> str | None:
+    """Why a key could never be named in a query (``info->>'key'``), or None."""
+    for k in keys:
+        if not isinstance(k, str):
+            return f"{where} key {k!r} is {describe(k)}, not a string: it could not be addressed"
+        if not k:
+            return f"{where} has an empty key: it could not be addressed"
+        if "\x00" in k:
+            return f"{where} key {k!r} holds a NUL byte: it could not be addressed"
+    return None
 
 
 def _np_default(o: Any) -> Any:
@@ -143,6 +168,16 @@ def _dumps(d: dict[str, Any]) -> str:
     return s
 
 
+def _json_column(d: dict[str, Any], where: str) -> str:
+    """``d`` as the text of a JSON column; a value JSON cannot hold rejects the frame, not the batch."""
+    if not d:
+        return "{}"
+    try:
+        return _dumps(d)
+    except (RecursionError, ValueError, TypeError) as e:  # nesting past the stack, circular values
+        raise _Reject(f"{where} cannot be stored as JSON: {e.__class__.__name__}: {str(e)[:80]}") from None
+
+
 class _Reject(Exception):
     pass
 
@@ -175,19 +210,73 @@ _SORTED_SYMBOLS = np.array(sorted(Z_OF))
 _SORTED_Z = np.array([Z_OF[s] for s in _SORTED_SYMBOLS], dtype=np.uint8)
 
 
+def _holds_bool(value: list) -> bool:
+    """Whether nested lists hold a boolean: numpy turns ``[True, 0.5]`` into ``[1.0, 0.5]`` unasked."""
+    level: list = value
+    while level:
+        types = set(map(type, level))
+        if bool in types:
+            return True
+        level = [x for x in level if type(x) is list] if list in types else []
+        level = [y for x in level for y in x]
+    return False
+
+
+def _array(name: str, value: Any, kinds: str, want: str) -> np.ndarray:
+    """``value`` as an array whose dtype kind is one of ``kinds``; else a rejection naming ``name``.
+
+    The file's own types decide: a boolean or a numeric string is refused, not converted.
+    """
+    if type(value) is np.ndarray:
+        arr = value
+    else:
+        if isinstance(value, (str, bytes, dict)):
+            raise _Reject(f"{name}: expected a list of {want}, got {describe(value)}")
+        try:
+            arr = np.asarray(value)
+        except ValueError:
+            raise _Reject(f"{name}: expected {want}, got nested lists of uneven lengths") from None
+        if arr.dtype.kind in "iuf" and isinstance(value, list) and _holds_bool(value):
+            raise _Reject(f"{name}: expected {want}, got a boolean among them")
+    if arr.dtype.kind not in kinds:
+        got = describe(value) if arr.ndim == 0 else f"{_KIND_NAMES.get(arr.dtype.kind, str(arr.dtype))}"
+        raise _Reject(f"{name}: expected {want}, got {got}")
+    return arr
+
+
+_KIND_NAMES = {"b": "booleans", "U": "strings", "S": "strings", "O": "mixed values (null, lists, mappings)",
+               "f": "non-integers", "c": "complex numbers", "i": "integers", "u": "integers"}
+
+
+_F64 = np.dtype(np.float64)
+_BOOL = np.dtype(bool)
+
+
+def _floats(name: str, value: Any) -> np.ndarray:
+    if type(value) is np.ndarray and value.dtype is _F64:  # what the extxyz parser gives: no checks to make
+        return value
+    arr = _array(name, value, "iuf", "numbers")
+    return arr if arr.dtype == np.float64 else arr.astype(float)
+
+
 def _species(frame: RawFrame) -> np.ndarray:
     """Atomic numbers (checked), or symbols as strings, mapped later for the whole batch at once."""
     if frame.numbers is not None:
-        nums = np.asarray(frame.numbers)
-        if nums.dtype.kind not in "iu" or nums.ndim != 1:
-            raise _Reject(f"atomic numbers must be integers, got {nums.dtype}")
+        nums = _array("numbers", frame.numbers, "iu", "atomic numbers (integers)")
+        if nums.ndim != 1:
+            raise _Reject(f"numbers: expected a list of atomic numbers, got shape {nums.shape}")
         bad = nums[(nums < 1) | (nums > MAX_Z)]
         if bad.size:
             raise _Reject(f"unknown element: atomic number {int(bad[0])}")
         return nums.astype(np.uint8)
     if frame.symbols is None:
         raise _Reject("no species: neither symbols nor atomic numbers")
-    syms = np.asarray(frame.symbols)
+    syms = frame.symbols
+    if type(syms) is np.ndarray and syms.dtype.kind == "U" and syms.ndim == 1:
+        return syms
+    syms = _array("symbols", syms, "US", "element symbols (strings)")
+    if syms.ndim != 1:
+        raise _Reject(f"symbols: expected a list of element symbols, got shape {syms.shape}")
     return syms if syms.dtype.kind == "U" else syms.astype(str)
 
 
@@ -214,13 +303,25 @@ def _numbers(species: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return out, unknown
 
 
+_NON_FINITE = frozenset({"nan", "inf", "infinity"})
+
+
+def _scalar(name: str, value: Any) -> float:
+    """A label that is one number: an int or float, not a boolean, a string or a list of one."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
+        return float(value)
+    if type(value) is np.ndarray and value.ndim == 0 and value.dtype.kind in "iuf":
+        return float(value)
+    if isinstance(value, str) and value.strip().lower().lstrip("+-") in _NON_FINITE:
+        return float(value)  # how extxyz writes NaN and inf (the C parser leaves them text): rejected later as such
+    what = "a list" if isinstance(value, np.ndarray) and value.ndim else describe(value)
+    raise _Reject(f"{name}: expected a number, got {what}")
+
+
 def _label_value(name: str, value: Any, n: int, convention: str) -> np.ndarray | float:
-    if name == "energy" and type(value) is float:  # the common case, without numpy
-        return value
-    try:
-        arr = np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
-        raise _Reject(f"{name} is not numeric: {str(value)[:40]!r}") from None
+    if name == "energy":
+        return value if type(value) is float else _scalar(name, value)  # float: the common case, no numpy
+    arr = _floats(name, value)
     if name in PER_ATOM:
         want = (n, 3) if name == "forces" else (n,)
         if arr.shape != want:
@@ -230,23 +331,31 @@ def _label_value(name: str, value: Any, n: int, convention: str) -> np.ndarray |
         if arr.size not in (6, 9):
             raise _Reject(f"{name} has {arr.size} components, expected 6 (Voigt) or 9")
         return stress_to_3x3(arr.ravel(), convention)[0]
-    if name == "energy":
-        if arr.size != 1:
-            raise _Reject(f"energy has shape {arr.shape}, expected a single number")
-        return float(arr.ravel()[0])
     if arr.shape != (3,):
         raise _Reject(f"{name} has shape {arr.shape}, expected (3,)")
     return arr
 
 
+_UNIT_KEYS = ("energy", "length", "forces", "stress", "stress_convention")
+
+
 def _factors(ctx: FileContext, frame: RawFrame) -> dict[str, float]:
     if not frame.units:
         return ctx.factors
+    units = frame.units
+    if not isinstance(units, dict):
+        raise _Reject(f"record units: expected a mapping such as {{energy: eV}}, got {describe(units)}")
+    unknown = sorted(str(k) for k in units if k not in _UNIT_KEYS)
+    if unknown:
+        raise _Reject(f"record units: unknown entries {unknown}; known: {', '.join(_UNIT_KEYS)}")
+    odd = next((k for k, v in units.items() if not isinstance(v, str)), None)
+    if odd is not None:
+        raise _Reject(f"record units: {odd}: expected a unit name, got {describe(units[odd])}")
     m = ctx.manifest.units
     merged = {"energy": m.energy, "length": m.length, "forces": m.forces, "stress": m.stress,
               "stress_convention": m.stress_convention}
-    merged.update({k: str(v) for k, v in frame.units.items() if k in merged})
-    if "energy" in frame.units or "length" in frame.units:
+    merged.update(units)
+    if "energy" in units or "length" in units:
         merged.setdefault("forces", None)
     try:
         return Units(**merged, declared=True).factors() | {"convention": merged["stress_convention"]}
@@ -254,28 +363,54 @@ def _factors(ctx: FileContext, frame: RawFrame) -> dict[str, float]:
         raise _Reject(f"record units: {e}") from None
 
 
+def _cell(value: Any) -> np.ndarray:
+    if value is None:
+        return np.zeros((3, 3))
+    if type(value) is np.ndarray and value.dtype is _F64 and value.shape == (3, 3):
+        return value
+    cell = _floats("cell", value)
+    if cell.shape == (3,):  # JSON records may give the lengths of a rectangular box, or 9 numbers
+        return np.diag(cell)
+    if cell.shape == (9,):
+        return cell.reshape(3, 3)
+    if cell.shape != (3, 3):
+        raise _Reject(f"cell has shape {cell.shape}, expected (3, 3)")
+    return cell
+
+
+def _pbc(value: Any) -> np.ndarray:
+    if type(value) is np.ndarray and value.dtype is _BOOL and value.shape == (3,):
+        return value
+    if value is None:
+        return np.zeros(3, bool)
+    try:
+        return parse_pbc(value)
+    except ValueError as e:
+        raise _Reject(str(e)) from None
+
+
 def _take_frame(frame: RawFrame, ctx: FileContext, out: _Batch, usage: dict[str, int]) -> None:
     pos = frame.positions
     if pos is None:
         raise _Reject("no positions")
-    pos = np.asarray(pos, dtype=float)
-    n = len(pos)
-    if n == 0:
+    pos = _floats("positions", pos)
+    if pos.size == 0:
         raise _Reject("no atoms")
+    n = len(pos) if pos.ndim else 0
     if pos.shape != (n, 3):
-        raise _Reject(f"positions have shape {pos.shape}, expected ({n}, 3)")
+        raise _Reject(f"positions have shape {pos.shape}, expected (number of atoms, 3)")
     species = _species(frame)
     if len(species) != n:
         raise _Reject(f"{len(species)} species for {n} positions")
-    cell = np.zeros((3, 3)) if frame.cell is None else np.asarray(frame.cell, dtype=float)
-    if cell.shape != (3, 3):
-        raise _Reject(f"cell has shape {cell.shape}, expected (3, 3)")
-    pbc = np.zeros(3, bool) if frame.pbc is None else np.asarray(frame.pbc, dtype=bool)
+    cell = _cell(frame.cell)
+    pbc = _pbc(frame.pbc)
     factors = _factors(ctx, frame)
     convention = factors.get("convention", ctx.manifest.units.stress_convention)
 
     info, arrays = frame.info, frame.arrays
     plan = ctx.plan(info, arrays)
+    if plan.fault is not None:
+        raise _Reject(plan.fault)
     if plan.copy:
         info, arrays = dict(info), dict(arrays)  # the caller's frame stays as it was read
     if ctx.renames:
@@ -289,14 +424,16 @@ def _take_frame(frame: RawFrame, ctx: FileContext, out: _Batch, usage: dict[str,
     if plan.missing:
         raise _Reject(f"missing label {', '.join(plan.missing)} (the manifest requires {ctx.manifest.labels})")
     for k, v in arrays.items():
-        if len(np.shape(v)) == 0 or np.shape(v)[0] != n:
-            raise _Reject(f"per-atom array {k!r} has {np.shape(v)[0] if np.shape(v) else 0} rows for {n} atoms")
+        rows = _rows(v)
+        if rows != n:
+            raise _Reject(f"per-atom array {k!r} has {rows} rows for {n} atoms")
+    info_json, arrays_json = _json_column(info, "info"), _json_column(arrays, "arrays")
 
     keys = plan.keys
     for k in plan.usage_keys:
         usage[k] = usage.get(k, 0) + 1
-    out.info.append(_dumps(info) if info else "{}")
-    out.arrays.append(_dumps(arrays) if arrays else "{}")
+    out.info.append(info_json)
+    out.arrays.append(arrays_json)
     out.provenance.append(ctx.provenance(frame.index, keys, frame.provenance))
     out.index.append(frame.index)
     out.numbers.append(species)
@@ -308,18 +445,25 @@ def _take_frame(frame: RawFrame, ctx: FileContext, out: _Batch, usage: dict[str,
         out.labels[label].append(found.get(label))
 
 
+def _rows(value: Any) -> int:
+    if type(value) is np.ndarray:
+        return len(value) if value.ndim else 0
+    return len(value) if isinstance(value, (list, tuple)) else 0
+
+
 def _list_array(values: np.ndarray, offsets: np.ndarray, width: int | None = None,
                 mask: np.ndarray | None = None) -> pa.Array:
     inner = pa.array(values.ravel())
     if width:
-        inner = pa.FixedSizeListArray.from_arrays(inner, width)
+        inner = pa.ListArray.from_arrays(pa.array(np.arange(0, len(inner) + 1, width, dtype=np.int32)), inner)
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), inner,
                                     mask=pa.array(mask) if mask is not None else None)
 
 
 def _fixed(values: np.ndarray, width: int, mask: np.ndarray | None = None) -> pa.Array:
-    return pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), width,
-                                             mask=pa.array(mask) if mask is not None and mask.any() else None)
+    flat = pa.array(values.ravel())
+    offsets = pa.array(np.arange(0, len(flat) + 1, width, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, flat, mask=pa.array(mask) if mask is not None and mask.any() else None)
 
 
 def _per_atom_label(vals: list[Any], nsites: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,15 +1,18 @@
-"""DuckDB over the lake: views, filters, untrusted SQL, key discovery.
+"""DuckDB over the lake: request-scoped sessions, views, filters, untrusted SQL, key discovery.
 
-The lake stays Parquet; DuckDB is a view layer over the committed shards (the
-list comes from the deposit records), in memory, so any number of processes can
-query while another ingests.  S3 lakes are reached through the lake's fsspec
-filesystem registered with DuckDB (httpfs cannot be installed everywhere).
+Every query runs on a cursor of its own (:func:`session`), whose unqualified names are views
+over the DuckLake tables restricted to what the lake's principal may see (access.py).  The views
+of one scope are built once per process (a schema per scope); other layers add theirs through
+:func:`register_view`.  DuckLake gives each query one snapshot, so readers never see a deposit
+half-committed, and no file they may read is deleted under them.  S3 is read by DuckDB's httpfs.
 """
 from __future__ import annotations
 
 import json
 import os
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -20,6 +23,7 @@ from .schema import CONFIGURATIONS, LABELS, QUARANTINE
 from .sql import where
 
 if TYPE_CHECKING:
+    from .access import Scope
     from .lake import Lake
 
 DEFAULT_COLUMNS = ["id", "dataset", "chemical_formula_reduced", "nsites", "energy_per_atom", "max_force"]
@@ -42,76 +46,112 @@ def _quote(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def _files_sql(files: list[str]) -> str:
-    return "[" + ", ".join(_quote(f) for f in files) + "]"
+# ---------------------------------------------------------------- views
+
+#: Views that other layers add (catalogue, models, ...): name -> builder(lake, scope, schema) -> SQL or None.
+#: Each layer registers its own, so this module never needs to know their tables.
+VIEW_BUILDERS: dict[str, Callable[[Lake, Scope, str], str | None]] = {}
 
 
-def _records_table(records: list[dict[str, Any]]) -> pa.Table:
-    rows = []
-    for r in records:
-        m = r.get("manifest") or {}
-        rows.append({
-            "deposit_id": r["deposit_id"], "dataset": r["dataset"], "status": r.get("status"),
-            "created_at": r.get("created_at"), "frames_read": r.get("frames_read", 0),
-            "stored": r.get("stored", 0), "duplicates": r.get("duplicates", 0),
-            "relabelled": r.get("relabelled", 0), "quarantined": r.get("quarantined", 0),
-            "atoms": r.get("atoms", 0), "elements": r.get("elements", []), "labels": r.get("labels", []),
-            "files": json.dumps(r.get("files", [])), "key_mapping": json.dumps(r.get("key_mapping", {})),
-            "manifest": json.dumps(m), "title": m.get("title", ""), "license": m.get("license", ""),
-            "method": json.dumps(m.get("method", {})), "error": r.get("error", ""),
-        })
-    schema = pa.schema([
-        ("deposit_id", pa.string()), ("dataset", pa.string()), ("status", pa.string()), ("created_at", pa.string()),
-        ("frames_read", pa.int64()), ("stored", pa.int64()), ("duplicates", pa.int64()), ("relabelled", pa.int64()),
-        ("quarantined", pa.int64()), ("atoms", pa.int64()), ("elements", pa.list_(pa.string())),
-        ("labels", pa.list_(pa.string())), ("files", pa.string()), ("key_mapping", pa.string()),
-        ("manifest", pa.string()), ("title", pa.string()), ("license", pa.string()), ("method", pa.string()),
-        ("error", pa.string()),
-    ])
-    return pa.Table.from_pylist(rows, schema=schema)
+def register_view(name: str, builder: Callable[[Lake, Scope, str], str | None]) -> None:
+    VIEW_BUILDERS[name] = builder
 
 
-def connect(lake: Lake, allow_paths: bool = False) -> duckdb.DuckDBPyConnection:
-    """A fresh in-memory DuckDB connection with the lake's views."""
-    con = duckdb.connect(":memory:", config={"threads": str(min(os.cpu_count() or 1, 8))})
-    # shards are immutable once committed (new attempts get new names): their footers can be cached
-    con.execute("SET parquet_metadata_cache = true")
-    if not lake.local:
-        con.register_filesystem(lake.fs)
-    records = lake.records()
-    stored = [r for r in records if r.get("status") != "rejected"]
-    shard = lambda key: [lake.uri(lake.path(p)) for r in stored for p in r.get(key, [])]  # noqa: E731
-    conf, quar = shard("shards"), shard("quarantine_shards")
-    con.register("_empty_configurations", CONFIGURATIONS.empty_table())
-    con.register("_empty_quarantine", QUARANTINE.empty_table())
-    src = f"read_parquet({_files_sql(conf)})" if conf else "_empty_configurations"
-    con.execute(f"""
-        CREATE VIEW configurations AS
-        SELECT *, config_id AS id,
-               [CAST(pbc[1] AS INTEGER), CAST(pbc[2] AS INTEGER), CAST(pbc[3] AS INTEGER)] AS dimension_types
-        FROM {src}""")
-    qsrc = f"read_parquet({_files_sql(quar)})" if quar else "_empty_quarantine"
-    con.execute(f"CREATE VIEW quarantine AS SELECT * FROM {qsrc}")
-    con.register("deposits", _records_table(records))
-    con.execute(DATASETS_VIEW)
-    con.execute(keys_view_sql())
-    for extra in lake.extra_views():
-        con.execute(extra)
-    return con
+def _core_views(scope: Scope, schema: str) -> list[str]:
+    pred = scope.sql_predicate()
+    private = scope.principal.sees_everything
+    submitter = "submitter" if private else "NULL::VARCHAR AS submitter"
+    return [
+        f"""CREATE VIEW {schema}.configurations AS
+            SELECT *, config_id AS id,
+                   [CAST(pbc[1] AS INTEGER), CAST(pbc[2] AS INTEGER), CAST(pbc[3] AS INTEGER)] AS dimension_types
+            FROM lake.configurations WHERE {pred}""",
+        f"CREATE VIEW {schema}.quarantine AS SELECT * FROM lake.quarantine WHERE {pred}",
+        f"""CREATE VIEW {schema}.deposits AS
+            SELECT deposit_id, dataset,
+                   CASE WHEN retracted_at IS NOT NULL THEN 'retracted' ELSE status END AS status,
+                   created_at, {submitter}, frames_read, stored, duplicates, relabelled, quarantined, atoms,
+                   elements, labels, title, license, method,
+                   json_array_length(json_extract(record, '$.files')) AS files,
+                   json_extract(record, '$.key_mapping') AS key_mapping,
+                   retracted_at, retraction_reason
+            FROM lake.deposits WHERE {pred}""",
+        DATASETS_VIEW.format(schema=schema, pred=pred),
+        keys_view_sql(schema),
+    ]
 
 
 DATASETS_VIEW = """
-CREATE VIEW datasets AS
-SELECT dataset,
-       any_value(title ORDER BY created_at DESC) AS title,
-       any_value(license ORDER BY created_at DESC) AS license,
-       any_value(method ORDER BY created_at DESC) AS method,
-       count(*) AS deposits, sum(stored) AS configurations, sum(atoms) AS atoms,
-       sum(quarantined) AS quarantined, sum(duplicates) AS duplicates,
-       list_sort(list_distinct(flatten(list(elements)))) AS elements,
-       list_sort(list_distinct(flatten(list(labels)))) AS labels
-FROM deposits WHERE status <> 'rejected' GROUP BY dataset
+CREATE VIEW {schema}.datasets AS
+WITH d AS (SELECT * FROM {schema}.deposits WHERE status NOT IN ('rejected', 'retracted'))
+SELECT d.dataset,
+       any_value(d.title ORDER BY d.created_at DESC) AS title,
+       any_value(d.license ORDER BY d.created_at DESC) AS license,
+       any_value(d.method ORDER BY d.created_at DESC) AS method,
+       count(*) AS deposits, sum(d.stored)::BIGINT AS configurations, sum(d.atoms)::BIGINT AS atoms,
+       sum(d.quarantined)::BIGINT AS quarantined, sum(d.duplicates)::BIGINT AS duplicates,
+       list_sort(list_distinct(flatten(list(d.elements)))) AS elements,
+       list_sort(list_distinct(flatten(list(d.labels)))) AS labels,
+       coalesce(any_value(p.visibility), 'public') AS visibility,
+       any_value(p.embargo_until) AS embargo_until,
+       any_value(p.owner) AS owner
+FROM d LEFT JOIN lake.policies p USING (dataset)
+WHERE {pred}
+GROUP BY d.dataset
 """
+
+
+def _schema_for(lake: Lake, scope: Scope) -> str:
+    """The schema holding this scope's views, created once per process, scope and set of views."""
+    import hashlib
+
+    extras = {view: builder(lake, scope, "{schema}") for view, builder in VIEW_BUILDERS.items()}
+    extras = {k: v for k, v in extras.items() if v}
+    key = repr((scope.key(), scope.principal.sees_everything, sorted(extras.items())))
+    name = "v_" + hashlib.sha256(key.encode()).hexdigest()[:16]
+    made = lake.tables.view_schemas
+    if name in made:
+        return name
+    with _VIEW_LOCK:
+        if name not in made:
+            cur = lake.tables.cursor()
+            try:
+                cur.execute(f"CREATE SCHEMA IF NOT EXISTS memory.{name}")
+                cur.execute(f"USE memory.{name}")
+                for stmt in _core_views(scope, name):
+                    cur.execute(stmt)
+                for view, body in extras.items():
+                    cur.execute(f"CREATE VIEW {name}.{view} AS {body.replace('{schema}', name)}")
+            finally:
+                cur.close()
+            made.add(name)
+    return name
+
+
+_VIEW_LOCK = threading.Lock()
+
+
+def session(lake: Lake) -> duckdb.DuckDBPyConnection:
+    """A cursor of its own (per request, per thread) whose unqualified names are the principal's views."""
+    _load_view_builders()
+    schema = _schema_for(lake, lake.scope())
+    cur = lake.tables.cursor()
+    cur.execute(f"USE memory.{schema}")
+    return cur
+
+
+def _load_view_builders() -> None:
+    # the layers that keep tables of their own register their views when imported
+    from . import catalogue, ml  # noqa: F401
+
+
+def configurations(lake: Lake, dataset: str | None = None, columns: list[str] | None = None) -> pa.Table:
+    cols = ", ".join(_ident(c) for c in columns) if columns else ", ".join(_ident(f.name) for f in CONFIGURATIONS)
+    cur = session(lake)
+    where_ds, params = ("dataset = ?", [dataset]) if dataset else ("TRUE", [])
+    table = cur.execute(f"SELECT {cols} FROM configurations WHERE {where_ds} ORDER BY {LAKE_ORDER}",
+                        params).to_arrow_table()
+    return table.cast(CONFIGURATIONS) if not columns else table
 
 
 LABEL_DTYPES = {"energy": "float64", "forces": "float64[n,3]", "stress": "float64[3,3]", "virial": "float64[3,3]",
@@ -121,25 +161,25 @@ _JSON_DTYPE = ("CASE t WHEN 'varchar' THEN 'string' WHEN 'double' THEN 'number' 
                "WHEN 'object' THEN 'object' WHEN 'null' THEN 'null' ELSE t END")
 
 
-def keys_view_sql() -> str:
+def keys_view_sql(schema: str) -> str:
     """Every key: labels and derived columns by name, user keys from the JSON columns, inside DuckDB."""
     parts = []
     for name, (_, unit) in LABELS.items():
         parts.append(f"SELECT '{name}' AS key, 'label' AS category, '{LABEL_DTYPES[name]}' AS dtype, '{unit}' AS unit, "
                      f"count({name}) AS configurations, "
-                     f"list_sort(list(DISTINCT dataset) FILTER ({name} IS NOT NULL)) AS datasets FROM configurations")
+                     f"list_sort(list(DISTINCT dataset) FILTER ({name} IS NOT NULL)) AS datasets FROM {schema}.configurations")
     for name, (unit, _) in DERIVED.items():
         dtype = "string" if "formula" in name else ("list" if name == "elements" else "number")
         parts.append(f"SELECT '{name}', 'derived', '{dtype}', '{unit}', count({name}), "
-                     f"list_sort(list(DISTINCT dataset) FILTER ({name} IS NOT NULL)) FROM configurations")
+                     f"list_sort(list(DISTINCT dataset) FILTER ({name} IS NOT NULL)) FROM {schema}.configurations")
     for col in ("info", "arrays"):
         # per-atom keys: the type of their entries; info keys: the type of the value
         kind = "lower(json_type(j.value, '$[0]'))" if col == "arrays" else "lower(j.type)"
         parts.append(
             f"SELECT key, '{col}', string_agg(DISTINCT {_JSON_DTYPE}, '|'), '', count(*), list_sort(list(DISTINCT dataset)) "
             f"FROM (SELECT j.key AS key, {kind} AS t, c.dataset AS dataset "
-            f"FROM configurations c, json_each(c.{col}) j) GROUP BY key")
-    return ("CREATE VIEW keys AS SELECT * FROM (" + " UNION ALL ".join(parts) + ") WHERE configurations > 0")
+            f"FROM {schema}.configurations c, json_each(c.{col}) j) GROUP BY key")
+    return (f"CREATE VIEW {schema}.keys AS SELECT * FROM (" + " UNION ALL ".join(parts) + ") WHERE configurations > 0")
 
 
 # ---------------------------------------------------------------- filters
@@ -149,12 +189,32 @@ LAKE_ORDER = "dataset, source_file, frame_index, config_id"  # the lake's order;
 TWO_STEP_MAX = 10_000  # up to this limit, a search finds its rows by the sort keys first
 
 
+@contextmanager
+def time_limit(lake: Lake, con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """A filter query stops at ``settings.filter_timeout`` (DuckDB interrupts its own work)."""
+    limit = lake.settings.filter_timeout
+    timer = threading.Timer(limit, con.interrupt)
+    timer.start()
+    try:
+        yield
+    except duckdb.InterruptException:
+        raise filters.FilterError(f"filter: stopped after {limit:g} s (time limit); narrow the filter") from None
+    finally:
+        timer.cancel()
+
+
 def search(lake: Lake, filter: str | None, columns: list[str] | None = None, limit: int | None = None,
            order: str | None = None) -> pa.Table:
     node = filters.parse(filter)
+    con = lake.connection()
+    with time_limit(lake, con):
+        return _search(con, node, columns, limit, order)
+
+
+def _search(con: duckdb.DuckDBPyConnection, node: Any, columns: list[str] | None, limit: int | None,
+            order: str | None) -> pa.Table:
     clause, params = where(node)
     cols = columns or DEFAULT_COLUMNS
-    con = lake.connection()
     known = set(con.sql("SELECT * FROM configurations LIMIT 0").columns)
     bad = [c for c in [*cols, *([order] if order else [])] if c not in known]
     if bad:
@@ -181,7 +241,9 @@ def search(lake: Lake, filter: str | None, columns: list[str] | None = None, lim
 
 def count(lake: Lake, filter: str | None) -> int:
     clause, params = where(filters.parse(filter))
-    return lake.connection().sql(f"SELECT count(*) FROM configurations WHERE {clause}", params=params).fetchall()[0][0]
+    con = lake.connection()
+    with time_limit(lake, con):
+        return con.execute(f"SELECT count(*) FROM configurations WHERE {clause}", params).fetchall()[0][0]
 
 
 def _ident(name: str) -> str:
@@ -190,56 +252,42 @@ def _ident(name: str) -> str:
 
 # ---------------------------------------------------------------- untrusted SQL
 
-SQL_TIMEOUT = float(os.environ.get("MLIPLAKE_SQL_TIMEOUT", 30))
-SQL_MAX_ROWS = int(os.environ.get("MLIPLAKE_SQL_MAX_ROWS", 100_000))
-
-
-def _single_select(sql: str) -> str:
-    try:
-        stmts = duckdb.extract_statements(sql)
-    except duckdb.Error as e:
-        raise SQLError(f"SQL: {e}") from None
-    if len(stmts) != 1:
-        raise SQLError(f"SQL: exactly one statement, please (got {len(stmts)})")
-    if stmts[0].type != duckdb.StatementType.SELECT:
-        raise SQLError(f"SQL: only SELECT queries may run here, not {stmts[0].type.name}")
-    return stmts[0].query
-
-
-def lock_down(lake: Lake, con: duckdb.DuckDBPyConnection) -> None:
-    """No files but the lake's, no extensions, no settings changes, bounded memory."""
-    root = lake.root if lake.local else lake.uri(lake.root)
-    con.execute(f"SET allowed_directories = [{_quote(root.rstrip('/') + '/')}]")
-    for setting in ("enable_external_access = false", "autoinstall_known_extensions = false",
-                    "autoload_known_extensions = false", "allow_community_extensions = false",
-                    "memory_limit = '2GB'", "lock_configuration = true"):
-        con.execute(f"SET {setting}")
+def sandbox_views(lake: Lake) -> tuple[list[str], set[str]]:
+    """What an untrusted query's worker runs first (the lake, read-only, and the principal's views
+    in its own ``main``), and the names the query may use."""
+    _load_view_builders()
+    scope = lake.scope()
+    # the worker turns external access off after the setup: only the data path stays readable
+    # (by DuckLake; the query itself may name no file, see sandbox.check_query)
+    # (set after the extensions load: an s3:// prefix set before httpfs is there never matches)
+    setup = lake.tables.setup_sql(read_only=True) + [f"SET allowed_directories = [{_quote(lake.tables.data_path)}]"]
+    setup += _core_views(scope, "main")
+    names = {"configurations", "quarantine", "deposits", "datasets", "keys"}
+    for view, builder in VIEW_BUILDERS.items():
+        body = builder(lake, scope, "main")
+        if body:
+            setup.append(f"CREATE VIEW main.{view} AS {body}")
+            names.add(view)
+    return setup, names
 
 
 def run_sql(lake: Lake, sql: str, untrusted: bool = False, max_rows: int | None = None,
-            timeout: float | None = None) -> pa.Table:
-    """Run SQL over the views.  ``untrusted``: one SELECT, sandboxed, time- and row-limited."""
+            timeout: float | None = None, max_bytes: int | None = None) -> pa.Table:
+    """Run SQL over the views.  ``untrusted``: one SELECT over the principal's views only, in a
+    killable worker process with a wall-clock, memory, row and byte limit (see sandbox.py)."""
     if not untrusted:
         try:
             return lake.connection().sql(sql).to_arrow_table()
         except duckdb.Error as e:
             raise SQLError(f"SQL: {e}") from None
-    query = _single_select(sql)
-    max_rows = SQL_MAX_ROWS if max_rows is None else max_rows
-    wrapped = _single_select(f"SELECT * FROM (\n{query}\n) AS q LIMIT {int(max_rows) + 1}")
-    con = connect(lake)
-    lock_down(lake, con)
-    timer = threading.Timer(SQL_TIMEOUT if timeout is None else timeout, con.interrupt)
-    timer.start()
+    from . import sandbox
+
+    s = lake.settings
+    limits = sandbox.Limits(timeout=s.sql_timeout if timeout is None else timeout,
+                            max_rows=s.sql_max_rows if max_rows is None else max_rows,
+                            max_bytes=s.sql_max_bytes if max_bytes is None else max_bytes, memory=s.sql_memory)
+    setup, names = sandbox_views(lake)
     try:
-        table = con.sql(wrapped).to_arrow_table()
-    except duckdb.InterruptException:
-        raise SQLError(f"SQL: stopped after {timeout or SQL_TIMEOUT:g} s (time limit)") from None
-    except duckdb.Error as e:
-        raise SQLError(f"SQL: {e}") from None
-    finally:
-        timer.cancel()
-        con.close()
-    if table.num_rows > max_rows:
-        raise SQLError(f"SQL: more than {max_rows} rows; add a LIMIT or aggregate")
-    return table
+        return sandbox.run(setup, sql, names, limits)
+    except sandbox.SandboxError as e:
+        raise SQLError(str(e)) from None

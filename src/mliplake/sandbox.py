@@ -539,7 +539,9 @@ def _get_pool() -> _Pool:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = _Pool(max(1, int(os.environ.get("MLIPLAKE_SQL_WORKERS", 2))))
+            from .settings import get_settings
+
+            _pool = _Pool(max(1, get_settings().sql_workers))
         return _pool
 
 

@@ -21,8 +21,10 @@ LABELS: dict[str, tuple[bool, str]] = {
     "dipole": (False, "e·Å"),
 }
 
-_vec3 = pa.list_(pa.float64(), 3)
-_mat9 = pa.list_(pa.float64(), 9)
+# Vectors and matrices are plain lists (length 3 and 9 by construction): DuckLake, the lake's
+# table format, has no fixed-size arrays.
+_vec3 = pa.list_(pa.float64())
+_mat9 = pa.list_(pa.float64())
 _json = pa.json_(pa.utf8())
 
 CONFIGURATIONS = pa.schema(
@@ -36,7 +38,7 @@ CONFIGURATIONS = pa.schema(
         pa.field("numbers", pa.list_(pa.uint8())),
         pa.field("positions", pa.list_(_vec3)),
         pa.field("cell", _mat9),
-        pa.field("pbc", pa.list_(pa.bool_(), 3)),
+        pa.field("pbc", pa.list_(pa.bool_())),
         pa.field("nsites", pa.int32()),
         pa.field("nelements", pa.int32()),
         pa.field("elements", pa.list_(pa.string())),

@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import math
 import operator
-import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import pyarrow as pa
 
 from . import filters
+from .settings import Settings, get_settings
 from .filters import (
     FIELDS, KEY, And, Compare, Everything, Field, FilterError, Fuzzy, Has, Known, Length, Node, Not, Or,
 )
@@ -78,7 +78,7 @@ def connect(url: str | None = None, timeout: float = 30.0) -> OpenSearch:
     """A client for ``url`` (default ``$MLIPLAKE_OPENSEARCH_URL``)."""
     from opensearchpy import OpenSearch
 
-    url = url or os.environ.get("MLIPLAKE_OPENSEARCH_URL")
+    url = url or get_settings().opensearch_url.get_secret_value()
     if not url:
         raise SearchError("no OpenSearch URL: pass one or set MLIPLAKE_OPENSEARCH_URL")
     return OpenSearch(hosts=[url], timeout=timeout, max_retries=2, retry_on_timeout=True)
@@ -140,7 +140,7 @@ def talking_to(client: OpenSearch, doing: str) -> Iterator[None]:
 
 def index_name(lake: Lake | None = None) -> str:
     """The alias readers use; ``$MLIPLAKE_OPENSEARCH_INDEX`` lets several lakes share a cluster."""
-    return os.environ.get("MLIPLAKE_OPENSEARCH_INDEX", DEFAULT_ALIAS)
+    return Settings().opensearch_index  # read at each call: several lakes may share one process
 
 
 def versioned(alias: str, n: int) -> str:
@@ -238,15 +238,13 @@ def fingerprint(deposit_id: str) -> str:
 def _rows(lake: Lake, node: Node | None = None, ids: list[str] | None = None,
           batch_rows: int = CHUNK_SIZE) -> Iterator[pa.Table]:
     """The lake's rows for documents, batch by batch, matching a filter tree and (if given) ids."""
-    if not lake.shard_files():
-        return  # an empty lake has no Parquet to read (its view is a registered, connection-local table)
     clause, params = where(node or Everything())
     if ids is not None:
         clause += " AND dataset || '/' || config_id IN (SELECT unnest(?::VARCHAR[]))"
         params.append(ids)
     cols = ", ".join(f'"{c}"' for c in DOC_COLUMNS)
     # a cursor of its own, so other queries on the lake's connection cannot cut the stream short
-    con = lake.connection().cursor()
+    con = lake.connection()
     try:
         reader = con.sql(f"SELECT {cols} FROM configurations WHERE {clause}", params=params).to_arrow_reader(
             batch_rows)
@@ -454,8 +452,6 @@ class Reconciliation:
 
 
 def lake_fingerprints(lake: Lake) -> dict[str, str]:
-    if not lake.shard_files():
-        return {}
     rows = lake.connection().sql("SELECT dataset, config_id, deposit_id FROM configurations").fetchall()
     return {doc_id(d, c): fingerprint(dep) for d, c, dep in rows}
 
@@ -873,13 +869,21 @@ class OpenSearchEngine:
         self.client = client
         self.alias = alias or index_name(lake)
 
+    def query(self, filter: str | None) -> dict[str, Any]:
+        """The filter as DSL, restricted to the datasets the lake's principal may see."""
+        query = compile_query(filter)
+        visible = self.lake.scope().datasets
+        if visible is None:
+            return query
+        return {"bool": {"must": [query], "filter": [{"terms": {"dataset": visible}}]}}
+
     def _search(self, body: dict[str, Any], doing: str) -> dict[str, Any]:
         with talking_to(self.client, doing):
             return self.client.search(index=self.alias, body=body)
 
     def ids(self, filter: str | None, limit: int | None = None) -> list[str]:
         """Document ids of the matches: all of them, or the first ``limit`` in the lake's order."""
-        query = compile_query(filter)
+        query = self.query(filter)
         if limit is None:
             from opensearchpy.helpers import scan
 
@@ -922,14 +926,14 @@ class OpenSearchEngine:
         return con.sql(sql, params=[*datasets, ids]).to_arrow_table()
 
     def count(self, filter: str | None) -> int:
-        query = compile_query(filter)
+        query = self.query(filter)
         with talking_to(self.client, f"counting in {self.alias}"):
             return int(self.client.count(index=self.alias, body={"query": query})["count"])
 
     def facets(self, filter: str | None, fields: list[str], size: int = 1000) -> dict[str, list[tuple[Any, int]]]:
         specs = [parse_field(name, FACET_KINDS, "facets", FACETS_NEED) for name in fields]
         aggs = {f"f{i}": {"terms": {"field": _facet_field(f), "size": size}} for i, f in enumerate(specs)}
-        res = self._search({"query": compile_query(filter), "size": 0, "aggs": aggs}, f"faceting {self.alias}")
+        res = self._search({"query": self.query(filter), "size": 0, "aggs": aggs}, f"faceting {self.alias}")
         out = {}
         for i, (name, f) in enumerate(zip(fields, specs, strict=True)):
             buckets = res["aggregations"][f"f{i}"]["buckets"]
@@ -940,7 +944,7 @@ class OpenSearchEngine:
     def stats(self, filter: str | None, field: str) -> dict[str, Any]:
         f = parse_field(field, STATS_KINDS, "stats", STATS_NEED)
         name = f.spec.column if f.spec else _json_field(f, "num")
-        res = self._search({"query": compile_query(filter), "size": 0, "aggs": {"s": {"stats": {"field": name}}}},
+        res = self._search({"query": self.query(filter), "size": 0, "aggs": {"s": {"stats": {"field": name}}}},
                            f"computing statistics in {self.alias}")
         s = res["aggregations"]["s"]
         return _stats_result(f, s["min"], s["max"], s["avg"], s["count"])
@@ -952,5 +956,5 @@ def _facet_field(f: Field) -> str:
 
 def engine_for(lake: Lake) -> Engine:
     """OpenSearch when ``$MLIPLAKE_OPENSEARCH_URL`` is set, the lake's DuckDB otherwise."""
-    url = os.environ.get("MLIPLAKE_OPENSEARCH_URL")
+    url = lake.settings.opensearch_url.get_secret_value()
     return OpenSearchEngine(lake, connect(url)) if url else DuckDBEngine(lake)

@@ -153,9 +153,15 @@ def materialise(lake: Lake, spec: TrainingSetSpec) -> TrainingSet:
     clause, params = where(filters.parse(spec.filter))
     group = _group_expr(spec.split.key) if spec.split.method == "group" else "config_id"
     cols = ", ".join(f'"{f.name}"' for f in CONFIGURATIONS)
-    table = lake.connection().sql(
-        f"SELECT {cols}, {group} AS split_group FROM configurations WHERE {clause} ORDER BY config_id",
-        params=params).to_arrow_table()
+    con = lake.connection()
+    con.execute("BEGIN TRANSACTION")  # one snapshot: the version recorded is the version read
+    try:
+        lake_version = int(con.execute("SELECT id FROM lake.current_snapshot()").fetchone()[0])
+        table = con.execute(
+            f"SELECT {cols}, {group} AS split_group FROM configurations WHERE {clause} ORDER BY config_id",
+            params).to_arrow_table()
+    finally:
+        con.execute("COMMIT")
     if table.num_rows == 0:
         raise SpecError(f"training set {spec.name}: the filter selects nothing")
     nsites = np.asarray(table.column("nsites"))
@@ -181,6 +187,8 @@ def materialise(lake: Lake, spec: TrainingSetSpec) -> TrainingSet:
         "counts": {s: len(members[s]) for s in SPLITS} | {"isolated": isolated.num_rows},
         "config_ids": members, "isolated_config_ids": isolated.column("config_id").to_pylist(),
         "source_deposits": {d: _deposit_hash(lake, d) for d in deposits},
+        "source_datasets": sorted(set(rest.column("dataset").to_pylist()) | set(isolated.column("dataset").to_pylist())),
+        "lake_version": lake_version,
         "mliplake_version": __version__, "code_version": _git_version(),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -222,8 +230,11 @@ def _write(lake: Lake, path: str, rows: pa.Table, isolated: pa.Table, manifest: 
 def versions(lake: Lake, name: str | None = None) -> list[dict[str, Any]]:
     """Manifests of every materialised training set (without the id lists), newest first."""
     out = []
+    scope = lake.scope()
     for p in lake.fs.glob(lake.path(ROOT, name or "*", "*", "manifest.json")):
         m = lake.read_json(p)
+        if not all(scope.allows(d) for d in m.get("source_datasets", [])):
+            continue  # a training set is as private as the most private data in it
         out.append({k: v for k, v in m.items() if k not in ("config_ids", "isolated_config_ids")})
     return sorted(out, key=lambda m: m["created_at"], reverse=True)
 
@@ -235,4 +246,7 @@ def load(lake: Lake, name: str, version: str | None = None) -> TrainingSet:
             raise KeyError(f"no training set {name!r}")
         version = found[0]["version"]
     path = lake.path(ROOT, name, version)
-    return TrainingSet(name, version, path, lake.read_json(f"{path}/manifest.json"))
+    manifest = lake.read_json(f"{path}/manifest.json")
+    if not all(lake.scope().allows(d) for d in manifest.get("source_datasets", [])):
+        raise KeyError(f"no training set {name!r}")
+    return TrainingSet(name, version, path, manifest)

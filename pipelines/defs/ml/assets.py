@@ -69,7 +69,7 @@ def models(context: dg.AssetExecutionContext, lake: LakeResource, trainer: Train
 def _train_on_slurm(context: dg.AssetExecutionContext, lk: Lake, spec: ml.ModelSpec, trainer: TrainerResource) -> dict:
     ts = training.load(lk, spec.training_set)
     mid = ml.model_id(spec, ts)
-    if lk.fs.exists(lk.path(ml.MODELS, mid, "card.json")):
+    if ml.is_registered(lk, mid):
         return ml.card(lk, mid)
     mid, work, cmd = ml.prepare(lk, spec, ts)
     done = PipesSlurmClient(trainer.poll_seconds).run(

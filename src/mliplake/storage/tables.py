@@ -1,0 +1,384 @@
+"""The lake's tables in DuckLake: snapshot isolation, optimistic commits, history, time travel.
+
+Tables (in the DuckLake catalog attached as ``lake``):
+
+    configurations   one row per stored configuration (schema.CONFIGURATIONS)
+    quarantine       one row per rejected frame or file, with its reason
+    deposits         the deposit log: one row per deposit, its whole record as JSON
+    policies         who may see each dataset (access.Policy)
+    audit            who did what, when (retractions, visibility changes, purges)
+    heads            one row that every commit updates, so concurrent commits conflict
+
+Invariants:
+- A deposit's rows, its quarantine and its record change in one DuckLake transaction; readers
+  see the snapshot before or after it, never a mix (DuckLake's snapshot isolation).
+- Commits serialise through ``heads``: a commit that raced another is refused by the catalog and
+  retried from the start, so its duplicate check sees what the other one stored.
+- No file a reader may read is deleted by a commit: replaced or retracted rows stay in their
+  files (and readable by version) until :meth:`TableStore.maintain` expires snapshots older
+  than the retention period.
+- Data files are written by the deposit itself (pyarrow, streaming) under the data path and
+  registered with ``ducklake_add_data_files``; a file that is never registered (a crashed
+  writer) is an orphan that ``maintain`` removes once it is older than the retention period.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+import duckdb
+import pyarrow as pa
+
+from ..access import Policy
+from ..schema import CONFIGURATIONS, QUARANTINE
+from ..settings import Settings
+from . import extensions
+
+T = TypeVar("T")
+
+DEPOSITS = pa.schema([
+    ("deposit_id", pa.string()), ("dataset", pa.string()), ("status", pa.string()),
+    ("created_at", pa.string()), ("submitter", pa.string()),
+    ("frames_read", pa.int64()), ("stored", pa.int64()), ("duplicates", pa.int64()),
+    ("relabelled", pa.int64()), ("quarantined", pa.int64()), ("atoms", pa.int64()),
+    ("elements", pa.list_(pa.string())), ("labels", pa.list_(pa.string())),
+    ("title", pa.string()), ("license", pa.string()), ("method", pa.string()),
+    ("record", pa.string()),
+    ("retracted_at", pa.string()), ("retracted_by", pa.string()), ("retraction_reason", pa.string()),
+    ("purged", pa.bool_()),
+])
+POLICIES = pa.schema([
+    ("dataset", pa.string()), ("visibility", pa.string()), ("owner", pa.string()),
+    ("groups", pa.list_(pa.string())), ("embargo_until", pa.date32()),
+    ("updated_at", pa.string()), ("updated_by", pa.string()),
+])
+AUDIT = pa.schema([("at", pa.string()), ("actor", pa.string()), ("action", pa.string()),
+                   ("target", pa.string()), ("detail", pa.string())])
+HEADS = pa.schema([("name", pa.string()), ("n", pa.int64())])
+TABLES: dict[str, pa.Schema] = {"configurations": CONFIGURATIONS, "quarantine": QUARANTINE,
+                                "deposits": DEPOSITS, "policies": POLICIES, "audit": AUDIT, "heads": HEADS}
+RETRYABLE = ("conflict", "database is locked", "could not serialize", "deadlock", "busy",
+             "primary key", "unique constraint", "duplicate key")
+
+
+TABLE_CHECK_SECONDS = 2.0
+
+
+class CommitConflict(RuntimeError):
+    """A commit that kept meeting concurrent writers past the retry budget."""
+
+
+def _q(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class TableStore:
+    """The DuckLake catalog and data path of one lake, and the commits to it."""
+
+    def __init__(self, url: str, root: str, local: bool, settings: Settings) -> None:
+        self.url, self.root, self.local, self.settings = url, root, local, settings
+        self.catalog = settings.catalog_url(url, root, local)
+        # DuckLake owns everything below: its orphan clean-up must never meet other files
+        self.data_path = (f"{root}/data/" if local else f"s3://{root}/data/")
+        self._base: duckdb.DuckDBPyConnection | None = None
+        self._lock = threading.Lock()
+        self.view_schemas: set[str] = set()  # schemas of views built on the base connection
+        self._tables_seen: set[str] = set(TABLES)
+        self._tables_missing: dict[str, float] = {}
+
+    # ------------------------------------------------------------ connecting
+
+    def setup_sql(self, read_only: bool = False) -> list[str]:
+        """Statements that give a fresh DuckDB connection the lake as catalog ``lake``."""
+        kind, _, target = self.catalog.partition(":")
+        if kind not in ("sqlite", "postgres"):
+            raise ValueError(f"catalog {self.catalog!r}: use sqlite:PATH or postgres:CONNINFO")
+        stmts = extensions.load_sql("ducklake", "sqlite_scanner" if kind == "sqlite" else "postgres_scanner")
+        if not self.local:
+            stmts += extensions.load_sql("httpfs") + [self._s3_secret_sql()]
+        opts = [f"DATA_PATH {_q(self.data_path)}"] + (["READ_ONLY"] if read_only else [])
+        stmts.append(f"ATTACH {_q('ducklake:' + kind + ':' + target)} AS lake ({', '.join(opts)})")
+        return stmts
+
+    def _s3_secret_sql(self) -> str:
+        endpoint = self.settings.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL", "")
+        region = self.settings.s3_region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        parts = ["TYPE s3", f"REGION {_q(region)}"]
+        key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+        if key and secret:
+            parts += [f"KEY_ID {_q(key)}", f"SECRET {_q(secret)}"]
+            if os.environ.get("AWS_SESSION_TOKEN"):
+                parts.append(f"SESSION_TOKEN {_q(os.environ['AWS_SESSION_TOKEN'])}")
+        if endpoint:
+            u = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+            parts += [f"ENDPOINT {_q(u.netloc)}", "URL_STYLE 'path'", f"USE_SSL {str(u.scheme == 'https').lower()}"]
+        return f"CREATE OR REPLACE SECRET mliplake_s3 ({', '.join(parts)})"
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A new DuckDB connection (its own database instance) with the lake attached."""
+        self._prepare_catalog()
+        if not self._sqlite_ready():
+            # the first processes to open a new lake: one of them makes it, the others wait; the
+            # connection that made the tables is not used further (DuckLake 0.x crashed when the same
+            # instance went on to add data files beside a concurrent writer)
+            with self._file_lock():
+                self._new_connection().close()
+                target = self.catalog.partition(":")[2]
+                Path(target + ".ready").touch()
+        return self._new_connection()
+
+    def _new_connection(self) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(":memory:", config={"threads": str(min(os.cpu_count() or 1, 8))})
+        con.execute("SET parquet_metadata_cache = true")  # data files never change once written
+        try:
+            self._attach(con)
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def _attach(self, con: duckdb.DuckDBPyConnection) -> None:
+        for stmt in self.setup_sql():
+            con.execute(stmt)
+        self._ensure_tables(con)
+
+    def _sqlite_ready(self) -> bool:
+        """A SQLite catalog that already holds the lake's tables (no initialisation left to race).
+
+        Told by a marker file, not by opening the catalog with Python's sqlite3: two SQLite
+        libraries in one process (Python's and DuckDB's) would release each other's POSIX locks."""
+        kind, _, target = self.catalog.partition(":")
+        return kind != "sqlite" or os.path.exists(target + ".ready")
+
+    def base(self) -> duckdb.DuckDBPyConnection:
+        """The process's shared connection; every user of it takes a ``cursor()`` of its own."""
+        with self._lock:
+            if self._base is None:
+                self._base = self.connect()
+            return self._base
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        return self.base().cursor()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._base is not None:
+                self._base.close()
+                self._base = None
+                self.view_schemas.clear()
+
+    @contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        """Serialises the creation of a local catalog between processes."""
+        path = Path(self.catalog.partition(":")[2] + ".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _prepare_catalog(self) -> None:
+        """A SQLite catalog is created in WAL mode: readers then never wait for, or fail on, a commit."""
+        kind, _, target = self.catalog.partition(":")
+        if kind != "sqlite" or (os.path.exists(target) and os.path.getsize(target) > 0):
+            return
+        with self._file_lock():
+            if os.path.exists(target) and os.path.getsize(target) > 0:
+                return
+            db = sqlite3.connect(target)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.close()
+
+    def _ensure_tables(self, con: duckdb.DuckDBPyConnection) -> None:
+        have = {r[0] for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'lake'").fetchall()}
+        missing = [t for t in TABLES if t not in have]
+        if not missing:
+            return
+
+        def create(cur: duckdb.DuckDBPyConnection) -> None:
+            have = {r[0] for r in cur.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = 'lake'").fetchall()}
+            for name in TABLES:
+                if name not in have:
+                    cur.register(f"_empty_{name}", TABLES[name].empty_table())
+                    cur.execute(f"CREATE TABLE lake.{name} AS SELECT * FROM _empty_{name}")
+                    cur.unregister(f"_empty_{name}")
+            if "heads" not in have:
+                cur.execute("INSERT INTO lake.heads VALUES ('commits', 0)")
+
+        def options(cur: duckdb.DuckDBPyConnection) -> None:
+            # configurations always live in Parquet files (never inlined in the catalog): any
+            # engine that reads DuckLake's data files and delete files reads them whole
+            cur.execute("CALL lake.set_option('data_inlining_row_limit', 0, table_name => 'configurations')")
+
+        self.transaction(create, con=con)
+        self.transaction(options, con=con)
+
+    def has_table(self, name: str, cur: duckdb.DuckDBPyConnection | None = None) -> bool:
+        """Whether the lake has this table.  Tables are never dropped, so a yes is kept; a no is
+        asked again after :data:`TABLE_CHECK_SECONDS` (listing the catalog costs a catalog query,
+        too much for every request)."""
+        if name in self._tables_seen and cur is None:
+            return True
+        checked = self._tables_missing.get(name)
+        if cur is None and checked is not None and time.monotonic() - checked < TABLE_CHECK_SECONDS:
+            return False
+        found = bool((cur or self.cursor()).execute(
+            "SELECT 1 FROM duckdb_tables() WHERE database_name = 'lake' AND table_name = ?", [name]).fetchone())
+        if found:
+            self._tables_seen.add(name)
+            self._tables_missing.pop(name, None)
+        else:
+            self._tables_missing[name] = time.monotonic()
+        return found
+
+    def ensure_table(self, name: str, schema: pa.Schema) -> None:
+        """A table that a later layer keeps (the catalogue, models, ...), created on first use."""
+        if self.has_table(name):
+            return
+
+        def create(cur: duckdb.DuckDBPyConnection) -> None:
+            if not self.has_table(name, cur):
+                cur.register("_empty", schema.empty_table())
+                cur.execute(f"CREATE TABLE lake.{name} AS SELECT * FROM _empty")
+                cur.unregister("_empty")
+
+        self.transaction(create)
+        self._tables_seen.add(name)
+        self._tables_missing.pop(name, None)
+
+    def replace_table(self, name: str, table: pa.Table, message: str = "") -> None:
+        """All rows of a derived table replaced by ``table``, in one commit."""
+        self.ensure_table(name, table.schema)
+
+        def work(cur: duckdb.DuckDBPyConnection) -> None:
+            if message:
+                cur.execute("CALL lake.set_commit_message('mliplake', ?)", [message])
+            cur.execute(f"DELETE FROM lake.{name}")
+            cur.register("_rows", table)
+            cur.execute(f"INSERT INTO lake.{name} SELECT * FROM _rows")
+            cur.unregister("_rows")
+
+        self.transaction(work)
+
+    # ------------------------------------------------------------ transactions
+
+    def transaction(self, work: Callable[[duckdb.DuckDBPyConnection], T],
+                    con: duckdb.DuckDBPyConnection | None = None, serialise: bool = False) -> T:
+        """Run ``work`` in one DuckLake transaction, retried from the start when it meets a
+        concurrent commit.  ``serialise``: also bump ``heads``, so that this commit conflicts with
+        every other serialised commit (what a read-check-write such as deduplication needs)."""
+        cur = (con or self.base()).cursor()
+        try:
+            for attempt in range(self.settings.commit_retries):
+                try:
+                    cur.execute("BEGIN TRANSACTION")
+                    result = work(cur)
+                    if serialise:
+                        cur.execute("UPDATE lake.heads SET n = n + 1 WHERE name = 'commits'")
+                    if self.settings.commit_pause:
+                        time.sleep(self.settings.commit_pause)
+                    cur.execute("COMMIT")
+                    return result
+                except duckdb.Error as e:
+                    _rollback(cur)
+                    if not _retryable(e):
+                        raise
+                    # jittered exponential back-off, capped: many writers must not retry in lock-step
+                    time.sleep(min(2.0, 0.02 * 1.5 ** attempt) * (0.5 + random.random()))
+                except BaseException:
+                    _rollback(cur)
+                    raise
+            raise CommitConflict(f"gave up after {self.settings.commit_retries} attempts: other writers "
+                                 "kept committing to the lake at the same moment")
+        finally:
+            cur.close()
+
+    # ------------------------------------------------------------ reading helpers
+
+    def snapshot(self, cur: duckdb.DuckDBPyConnection | None = None) -> int:
+        """The id of the lake's current snapshot (a version readers can come back to)."""
+        cur = cur or self.cursor()
+        return int(cur.execute("SELECT id FROM lake.current_snapshot()").fetchone()[0])
+
+    def records(self, where: str = "TRUE", params: list[Any] | None = None) -> list[dict[str, Any]]:
+        rows = self.cursor().execute(
+            f"SELECT record, retracted_at, retracted_by, retraction_reason, purged FROM lake.deposits "
+            f"WHERE {where} ORDER BY created_at, deposit_id", params or []).fetchall()
+        out = []
+        for rec, at, by, why, purged in rows:
+            r = json.loads(rec)
+            if at:
+                r.update(status="retracted", retracted_at=at, retracted_by=by, retraction_reason=why,
+                         purged=bool(purged))
+            out.append(r)
+        return out
+
+    def policies(self, cur: duckdb.DuckDBPyConnection | None = None) -> dict[str, Policy]:
+        cur = cur or self.cursor()
+        rows = cur.execute("SELECT dataset, visibility, owner, groups, embargo_until, updated_at, updated_by "
+                           "FROM lake.policies").fetchall()
+        return {r[0]: Policy(r[0], r[1], r[2] or "", tuple(r[3] or ()), r[4], r[5] or "", r[6] or "") for r in rows}
+
+    def dataset_names(self, cur: duckdb.DuckDBPyConnection | None = None) -> list[str]:
+        cur = cur or self.cursor()
+        names = {r[0] for r in cur.execute("SELECT DISTINCT dataset FROM lake.deposits").fetchall()}
+        names |= {r[0] for r in cur.execute("SELECT dataset FROM lake.policies").fetchall()}
+        return sorted(names)
+
+    # ------------------------------------------------------------ maintenance
+
+    def maintain(self, retention: str | None = None) -> dict[str, Any]:
+        """Compact small files, then forget snapshots (and delete files) older than the retention."""
+        retention = retention or self.settings.snapshot_retention
+        cur = self.cursor()
+        before = cur.execute("SELECT count(*) FROM ducklake_list_files('lake', 'configurations')").fetchone()[0]
+        cur.execute("CALL ducklake_merge_adjacent_files('lake')")
+        cur.execute(f"CALL ducklake_expire_snapshots('lake', older_than => now() - INTERVAL {_q(retention)})")
+        cur.execute(f"CALL ducklake_cleanup_old_files('lake', older_than => now() - INTERVAL {_q(retention)})")
+        cur.execute(f"CALL ducklake_delete_orphaned_files('lake', older_than => now() - INTERVAL {_q(retention)})")
+        after = cur.execute("SELECT count(*) FROM ducklake_list_files('lake', 'configurations')").fetchone()[0]
+        return {"files_before": before, "files_after": after, "retention": retention}
+
+
+def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
+    try:
+        cur.execute("ROLLBACK")
+    except duckdb.Error:
+        pass  # a failed COMMIT has already ended the transaction
+
+
+def _retryable(e: duckdb.Error) -> bool:
+    text = str(e).lower()
+    return isinstance(e, duckdb.TransactionException) or any(s in text for s in RETRYABLE)
+
+
+def arrow_rows(cur: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any]],
+               schema: pa.Schema | None = None) -> None:
+    """Insert Python rows into a lake table through Arrow (typed by the table's schema)."""
+    if not rows:
+        return
+    tab = pa.Table.from_pylist(rows, schema=schema or TABLES[table])
+    cur.register("_rows", tab)
+    try:
+        cur.execute(f"INSERT INTO lake.{table} SELECT * FROM _rows")
+    finally:
+        cur.unregister("_rows")
