@@ -8,7 +8,7 @@ LAKE ?= $(CURDIR)/lake
 APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends slurmd slurmctld slurm-client munge >/dev/null
 RUN_ENV := DAGSTER_HOME=$(CURDIR)/dagster_home MLIPLAKE_LAKE=$${MLIPLAKE_LAKE:-$(LAKE)}
 
-.PHONY: demo test setup slurm bench ui clean
+.PHONY: demo test lint setup slurm bench ui clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,7 +34,10 @@ slurm:
 	@command -v slurmd >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  { $(APT) || { apt-get update -q >/dev/null && $(APT); }; } || echo "Slurm not installed: its tests are skipped"; }
 
-test: setup slurm
+lint: setup
+	$(BIN)/ruff check src pipelines tests bench
+
+test: setup slurm lint
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 bench: setup

@@ -50,9 +50,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import perfdoc
@@ -540,6 +541,7 @@ class Row:
 def measure(lake_dir: Path, slice_dir: Path, ase_path: Path, runs: int, ase_runs: int, drop: bool,
             only: list[int] | None, ase_full: Path | None = None) -> tuple[list[Row], dict[str, Any]]:
     import ase.db
+
     from mliplake import Lake
 
     chosen = [f for i, f in enumerate(FILTERS) if only is None or i in only]
@@ -624,6 +626,7 @@ def _explain_summary(text: str) -> dict[str, Any]:
 def rewrite_lake(src: Path, dst: Path, row_group: int) -> None:
     """A copy of the lake with the same records and shard paths, each shard rewritten with bigger row groups."""
     import pyarrow.parquet as pq
+
     from mliplake import Lake
     from mliplake.schema import CONFIGURATIONS, PARQUET_OPTIONS
 
@@ -799,9 +802,9 @@ def render(rows: list[Row], stats: dict[str, Any], sstats: dict[str, Any], meta:
         f"(mean {stats['atoms'] / total:.1f}/configuration), {stats['datasets']} datasets, {stats['deposits']} deposits, "
         f"{stats['shards']} shards (row groups of up to {_row_group():,} rows); {stats['shard_bytes'] / 1e9:.2f} GB of Parquet, "
         f"{stats['bytes'] / 1e9:.2f} GB on disk in all ({stats['allocated'] / 1e9:.2f} GB allocated)",
-        f"- Data: synthetic, MPtrj-like (seeded): log-normal sizes 2-100 atoms (median 11), 88 % random 1-5 element "
-        f"subsets of Z=1..83 (O-rich), 12 % common prototypes (SiO2, TiO2, LiCoO2, Cu-Ni, ...), periodic triclinic "
-        f"cells, energy, forces, stress on 0-100 % of a dataset, `info.config_type` (5 values), `info.temperature`",
+        "- Data: synthetic, MPtrj-like (seeded): log-normal sizes 2-100 atoms (median 11), 88 % random 1-5 element "
+        "subsets of Z=1..83 (O-rich), 12 % common prototypes (SiO2, TiO2, LiCoO2, Cu-Ni, ...), periodic triclinic "
+        "cells, energy, forces, stress on 0-100 % of a dataset, `info.config_type` (5 values), `info.temperature`",
         f"- Build: {meta['build_s']:.0f} s for the lake ({total / meta['build_s']:,.0f} configurations/s: numpy "
         f"generation + `normalise_batch` + the library's shard writer and commit, {meta['workers']} processes), "
         f"{meta.get('slice_build_s', 0):.0f} s for the slice lake, {meta.get('ase_build_s', 0):.0f} s for the "
@@ -946,8 +949,8 @@ def render(rows: list[Row], stats: dict[str, Any], sstats: dict[str, Any], meta:
             f = e["fetch_ms"]
             out.append(f"| {e['name']} | {_ms(f['search'])} | {e['fetch_data_read']} | {_ms(f['keys only'])} | "
                        f"{_ms(f['search, 50k-row groups + metadata cache'])} |")
-    out += ["", f"Reproduce: `.venv/bin/python bench/query.py` (cached lake; `--rebuild` to rebuild it, "
-                f"`--drop-caches` for a cold page cache)."]
+    out += ["", "Reproduce: `.venv/bin/python bench/query.py` (cached lake; `--rebuild` to rebuild it, "
+                "`--drop-caches` for a cold page cache)."]
     return "\n".join(out) + "\n"
 
 

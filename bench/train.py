@@ -104,7 +104,6 @@ def child(argv: list[str]) -> None:
 def lake_and_training_set():  # noqa: ANN201
     import mliplake
     from mliplake import training
-
     from mliplake.schema import CONFIGURATIONS
 
     # a lake of the current schema: a cached one from before a schema change would not open

@@ -7,15 +7,11 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
-from pathlib import Path
 
 import pytest
+from support import SAMPLES, deposit_sample, free_port, make_bucket, sample_files, start_osmem  # noqa: F401
 
 import mliplake
-from mliplake.cli import sample_dir
-
-SAMPLES = {name: sample_dir(name) for name in ("3bpa", "rmd17", "mlearn")}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -25,12 +21,6 @@ def _private_state_dir(tmp_path_factory):
     from mliplake.settings import reload_settings
 
     reload_settings()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -66,14 +56,6 @@ def s3_endpoint(tmp_path_factory):
     proc.wait(10)
 
 
-def make_bucket(endpoint: str) -> str:
-    import s3fs
-
-    bucket = f"lake-{uuid.uuid4().hex[:10]}"
-    s3fs.S3FileSystem(endpoint_url=endpoint).mkdir(bucket)
-    return bucket
-
-
 @pytest.fixture(params=["local", "s3"])
 def lake(request, tmp_path):
     """An empty lake, on a local folder and on S3 (moto server)."""
@@ -97,26 +79,7 @@ def samples_lake(tmp_path_factory):
     return lake
 
 
-def sample_files(name: str) -> list[Path]:
-    return sorted(p for p in SAMPLES[name].iterdir() if p.suffix in (".xyz", ".json"))
-
-
-def deposit_sample(lake, name: str):
-    return lake.deposit(sample_files(name), manifest=SAMPLES[name] / "manifest.yaml")
-
-
 # ---------------------------------------------------------------- OpenSearch (osmem-server)
-
-
-def start_osmem(port: int = 0):
-    """osmem-server (PyPI: an in-memory OpenSearch-API server) in its own process on 127.0.0.1.
-
-    Port 0 lets the server pick a free port; pass the port of a stopped one to restart it there.
-    The server exits with this process (``--parent-pid``) even if a test dies before stopping it.
-    """
-    from osmem_server import OsmemServer
-
-    return OsmemServer.start(addr=f"127.0.0.1:{port}", japanese=False)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from conftest import SAMPLES, make_bucket, sample_files
+from support import SAMPLES, make_bucket, sample_files
 
 from mliplake.cli import main
 

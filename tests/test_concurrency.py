@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_bucket
+from support import make_bucket
 
 import mliplake
 
@@ -156,7 +156,7 @@ def test_stress_writers_and_readers(kind, tmp_path, request):
     stop = threading.Event()
 
     def reader() -> None:
-        r = mliplake.Lake(lake.url)
+        r = lake  # one Lake shared by every reader thread and by the main thread's deposit and retraction
         while not stop.is_set():
             try:
                 cur = r.connection()

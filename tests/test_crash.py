@@ -55,7 +55,7 @@ def assert_consistent(lake: Lake, expect_rows: set[int]):
     assert n in expect_rows
     for p in lake.fs.find(lake.path("data")):
         if p.endswith(".parquet"):
-            pq.ParquetFile(p).metadata  # raises on a half-written file
+            _ = pq.ParquetFile(p).metadata  # raises on a half-written file
 
 
 @pytest.mark.slow
@@ -83,12 +83,12 @@ def test_killed_ingest_never_leaves_partial_state(tmp_path):
         return killed
 
     kills = 0
-    for attempt in range(6):
+    for _ in range(6):
         kills += run_and_kill()
         if Lake(lake_dir).records():
             break  # committed: the next kills land on re-runs of a deposit that must stay whole
     assert kills >= 1
-    for attempt in range(3):
+    for _ in range(3):
         run_and_kill()
     # no worker outlives its killed parent (they would block forever on a pipe nobody reads)
     time.sleep(1.0)

@@ -19,13 +19,12 @@ from typing import Any
 
 import pytest
 import yaml
+from support import SAMPLES
 
 import mliplake
 from mliplake import filters, search
 from mliplake.filters import FIELDS, FilterError, Node
 from mliplake.sql import where
-
-from conftest import SAMPLES
 
 SEED = int(os.environ.get("MLIPLAKE_FUZZ_SEED", "20240611"))
 N = int(os.environ.get("MLIPLAKE_FUZZ_N", "2000"))

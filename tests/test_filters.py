@@ -23,12 +23,10 @@ import ase.io
 import numpy as np
 import pytest
 import yaml
+from support import SAMPLES
 
-import mliplake
 from mliplake import filters
 from mliplake.filters import FilterError
-
-from conftest import SAMPLES
 
 KEY_COLUMNS = ["dataset", "source_file", "frame_index"]
 

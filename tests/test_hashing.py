@@ -8,9 +8,7 @@ import sys
 
 import numpy as np
 import pyarrow.compute as pc
-from conftest import SAMPLES, deposit_sample, sample_files
-
-from mliplake import Lake
+from support import SAMPLES, deposit_sample, sample_files
 
 
 def _q(x, q):
@@ -67,7 +65,7 @@ def test_ids_are_the_same_in_another_process_and_on_s3(lake, tmp_path):
     other = tmp_path / "other"
     code = (
         "import sys, mliplake, json; sys.path.insert(0, 'tests');"
-        "from conftest import deposit_sample; lake = mliplake.Lake(sys.argv[1]); deposit_sample(lake, 'mlearn');"
+        "from support import deposit_sample; lake = mliplake.Lake(sys.argv[1]); deposit_sample(lake, 'mlearn');"
         "print(json.dumps(sorted(lake.configurations(columns=['config_id']).column('config_id').to_pylist())))"
     )
     out = subprocess.run([sys.executable, "-c", code, str(other)], capture_output=True, text=True, check=True)

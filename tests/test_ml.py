@@ -6,7 +6,7 @@ import json
 import dagster as dg
 import numpy as np
 import pytest
-from conftest import SAMPLES, sample_files
+from support import SAMPLES, sample_files
 
 import mliplake
 from mliplake import inbox, ml, training
@@ -141,7 +141,7 @@ def test_lineage_from_a_leaderboard_row(trained):
     ids = out["config_ids"]
     ts = training.load(lake, "ethanol", row["training_set_version"])
     assert ids == ts.manifest["config_ids"]
-    got = set(lake.search(f'dataset = "rmd17-ethanol" AND info.md17_index < 50000', columns=["id"]).column("id").to_pylist())
+    got = set(lake.search('dataset = "rmd17-ethanol" AND info.md17_index < 50000', columns=["id"]).column("id").to_pylist())
     assert set(ids["train"]) | set(ids["valid"]) | set(ids["test"]) == got
 
 
@@ -244,9 +244,8 @@ def test_cli_trains_on_slurm(local_slurm, tmp_path, monkeypatch):
 
 
 def test_failed_slurm_job_fails_the_asset_and_names_its_output(local_slurm, tmp_path):
-    from pipelines.defs.ml.slurm import PipesSlurmClient
-
     from mliplake import slurm
+    from pipelines.defs.ml.slurm import PipesSlurmClient
 
     @dg.asset
     def failing(context):  # noqa: ANN001 (this module has postponed annotations, which Dagster cannot read)

@@ -5,7 +5,7 @@ import json
 
 import dagster as dg
 import pytest
-from conftest import SAMPLES, make_bucket, sample_files
+from support import SAMPLES, make_bucket, sample_files
 
 import mliplake
 from mliplake import inbox

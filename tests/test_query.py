@@ -1,16 +1,15 @@
 """SQL over the lake, untrusted SQL, key discovery, statistics and export."""
 from __future__ import annotations
 
-import time
-
 import json
+import time
 
 import ase.io
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from conftest import deposit_sample, sample_files
+from support import deposit_sample, sample_files
 
 import mliplake
 from mliplake.cli import main

@@ -3,7 +3,7 @@ unless purged, and training sets built before keep working and say what was retr
 from __future__ import annotations
 
 import pytest
-from conftest import deposit_sample, sample_files
+from support import deposit_sample, sample_files
 
 from mliplake import catalogue, training
 from mliplake.access import AccessError, Principal
@@ -36,7 +36,7 @@ def test_retract_a_deposit_everywhere_at_once(lake):
 
     with pytest.raises(DepositError, match="retracted"):
         deposit_sample(lake, "mlearn")
-    r = lake.deposit(sample_files("mlearn"), manifest=__import__("conftest").SAMPLES["mlearn"] / "manifest.yaml",
+    r = lake.deposit(sample_files("mlearn"), manifest=__import__("support").SAMPLES["mlearn"] / "manifest.yaml",
                      replace=True)
     assert r.stored == 239 and lake.count('elements HAS "Si"') == 239
     assert eth.deposit_id in {d["deposit_id"] for d in lake.deposits()}

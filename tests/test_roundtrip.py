@@ -5,12 +5,10 @@ import json
 
 import ase.io
 import numpy as np
-import pyarrow as pa
 import pytest
-from conftest import SAMPLES, deposit_sample, sample_files
+from support import deposit_sample, sample_files
 
 from mliplake.atoms import table_to_atoms
-from mliplake.units import stress_to_3x3
 
 KBAR = 0.1 * 1e9 * 1e-30 / 1.602176634e-19  # eV/Å³ per kbar, by hand from the exact SI e
 

@@ -18,14 +18,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from opensearchpy.exceptions import RequestError
+from support import deposit_sample, start_osmem
+from test_filters import FILTERS, KEY_COLUMNS
 
 import mliplake
 from mliplake import filters, search
 from mliplake.filters import FilterError
 from mliplake.sql import where
-
-from conftest import deposit_sample, start_osmem
-from test_filters import FILTERS, KEY_COLUMNS
 
 KEY = ["dataset", "config_id"]
 

@@ -8,7 +8,7 @@ import time
 import dagster as dg
 import pytest
 from click.testing import CliRunner
-from conftest import SAMPLES, sample_files
+from support import SAMPLES, sample_files
 
 import mliplake
 from mliplake import inbox, search
@@ -59,7 +59,8 @@ def test_search_index_asset_fails_clearly_when_the_server_stops_mid_indexing(tmp
     """osmem-server is really stopped (SIGTERM) once the asset's first bulk chunk has landed: the run fails
     with a message naming the server; after a restart on the same address, the scheduled reconciliation
     brings the index back to exactly the lake's content."""
-    from conftest import start_osmem
+    from support import start_osmem
+
     from pipelines.definitions import defs
     from pipelines.demo import run_inbox
 

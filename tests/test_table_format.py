@@ -13,9 +13,7 @@ import sqlite3
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import pytest
-
-from conftest import deposit_sample, sample_files
+from support import deposit_sample
 
 
 def read_table(catalog: str, table: str, snapshot: int | None = None) -> pa.Table:

@@ -7,7 +7,6 @@ from .lake import Lake  # noqa: E402
 from .manifest import Manifest, ManifestError, load_manifest  # noqa: E402
 
 
-
 def load_calculator(model_id: str, lake: Lake | None = None, device: str = "cpu"):  # noqa: ANN201
     """A registered model as an ASE calculator, in one call (imports torch and mace only now)."""
     from .ml import load_calculator as load

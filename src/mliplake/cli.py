@@ -11,7 +11,7 @@ import click
 import yaml
 
 from .ingest import DepositError
-from .lake import Lake, default_url
+from .lake import Lake
 from .manifest import ManifestError
 
 
@@ -238,11 +238,9 @@ def index() -> None:
 
 
 def _search_client():  # noqa: ANN202
-    import os
-
     from . import search
 
-    url = os.environ.get("MLIPLAKE_OPENSEARCH_URL")
+    url = click.get_current_context().meta["settings"].opensearch_url.get_secret_value()
     if not url:
         raise click.ClickException("no search server: set MLIPLAKE_OPENSEARCH_URL (searches use DuckDB without one)")
     return search, search.connect(url)

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Union
+from typing import Any
 
 from .chemistry import Z_OF
 
@@ -91,7 +91,7 @@ class Field:
         return self.spec.name if self.spec else ".".join((self.root, *self.path))
 
 
-Value = Union[str, int, float, bool]
+Value = str | int | float | bool
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ class Everything:
     """The empty filter."""
 
 
-Node = Union[Compare, Known, Fuzzy, Has, Length, And, Or, Not, Everything]
+Node = Compare | Known | Fuzzy | Has | Length | And | Or | Not | Everything
 
 
 # ---------------------------------------------------------------- parsing

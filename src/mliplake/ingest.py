@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from . import __version__, parallel
 from .lake import Lake
 from .manifest import Manifest, ManifestError, load_manifest, manifest_from_bytes, parse_manifest
-from .normalise import FileContext, Rejection, normalise_batch
+from .normalise import FileContext, normalise_batch
 from .readers import FrameError, RawFrame, ReaderError, detect_format, read_frames
 from .schema import CONFIGURATIONS, HASH_VERSION, LABELS, PARQUET_OPTIONS, QUARANTINE
 

@@ -27,8 +27,8 @@ import yaml
 
 from . import __version__, slurm, training
 from .mace_train import EPOCH, MODEL_LINE
-from .slurm import SlurmOptions
 from .query import register_view
+from .slurm import SlurmOptions
 from .training import SPLITS, SpecError, TrainingSet
 
 if TYPE_CHECKING:

@@ -8,8 +8,6 @@ half-committed, and no file they may read is deleted under them.  S3 is read by 
 """
 from __future__ import annotations
 
-import json
-import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,7 +17,7 @@ import duckdb
 import pyarrow as pa
 
 from . import filters
-from .schema import CONFIGURATIONS, LABELS, QUARANTINE
+from .schema import CONFIGURATIONS, LABELS
 from .sql import where
 
 if TYPE_CHECKING:

@@ -40,10 +40,23 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import pyarrow as pa
 
 from . import filters
-from .settings import Settings, get_settings
 from .filters import (
-    FIELDS, KEY, And, Compare, Everything, Field, FilterError, Fuzzy, Has, Known, Length, Node, Not, Or,
+    FIELDS,
+    KEY,
+    And,
+    Compare,
+    Everything,
+    Field,
+    FilterError,
+    Fuzzy,
+    Has,
+    Known,
+    Length,
+    Node,
+    Not,
+    Or,
 )
+from .settings import Settings, get_settings
 from .sql import Compiler, where
 
 if TYPE_CHECKING:

@@ -5,9 +5,15 @@ import dagster as dg
 
 from mliplake import Lake, generate, ml, training
 from pipelines.defs.ingestion.assets import configurations
-from pipelines.defs.ml.specs import (benchmark_partitions, benchmark_specs, model_partitions, model_specs,
-                                     training_set_partitions, training_set_specs)
 from pipelines.defs.ml.slurm import PipesSlurmClient
+from pipelines.defs.ml.specs import (
+    benchmark_partitions,
+    benchmark_specs,
+    model_partitions,
+    model_specs,
+    training_set_partitions,
+    training_set_specs,
+)
 from pipelines.defs.resources import LakeResource, TrainerResource
 
 
