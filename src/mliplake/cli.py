@@ -543,5 +543,177 @@ def config(ctx: click.Context) -> None:
         click.echo(f"{name:<{width}}  {value}")
 
 
+# ---------------------------------------------------------------- accounts (users, groups, API tokens)
+
+
+def _accounts(ctx: click.Context) -> Any:
+    """The accounts database of this lake (``MLIPLAKE_ACCOUNTS``, else the lake's state folder)."""
+    from .accounts import Accounts, AccountsError, accounts_url
+
+    settings = ctx.meta["settings"]
+    try:
+        return Accounts(accounts_url(settings, None if settings.accounts else _lake(ctx)))
+    except AccountsError as e:
+        raise click.ClickException(str(e)) from None
+    except Exception as e:  # a bad URL, a database that cannot be reached: one line, no traceback
+        raise click.ClickException(f"accounts database: {str(e).splitlines()[0] if str(e) else type(e).__name__}") \
+            from None
+
+
+def _operator() -> str:
+    import os
+
+    return "cli:" + (os.environ.get("USER") or "operator")
+
+
+def _accounts_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    from .accounts import AccountsError
+
+    try:
+        return fn(*args, **kwargs)
+    except AccountsError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _when(v: Any) -> str:
+    return v.strftime("%Y-%m-%d %H:%M:%SZ") if v is not None else ""
+
+
+@main.group()
+def users() -> None:
+    """Users of the REST API (an operator's commands: no token needed)."""
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--role", "roles", multiple=True, metavar="ROLE",
+              help="reader, depositor, curator or admin (repeat for several; default: reader).")
+@click.option("--group", "groups", multiple=True, metavar="GROUP", help="A group the user is in (repeatable).")
+@click.option("--email", default="", help="The user's e-mail address.")
+@click.option("--display-name", default="", help="The name shown for the user.")
+@click.pass_context
+def users_add(ctx: click.Context, name: str, roles: tuple[str, ...], groups: tuple[str, ...], email: str,
+              display_name: str) -> None:
+    """Add a user."""
+    acc = _accounts(ctx)
+    u = _accounts_call(acc.add_user, name, roles or ("reader",), groups, email, actor=_operator(),
+                       display_name=display_name)
+    click.echo(f"user {u['name']} added: roles {','.join(u['roles']) or '(none)'}; "
+               f"groups {','.join(u['groups']) or '(none)'}")
+
+
+@users.command("list")
+@click.pass_context
+def users_list(ctx: click.Context) -> None:
+    """List the users."""
+    rows = _accounts(ctx).users()
+    click.echo(table([r | {"created_at": _when(r["created_at"]), "disabled": "yes" if r["disabled"] else ""}
+                      for r in rows], ["name", "roles", "groups", "email", "disabled", "created_at"]))
+
+
+@users.command("disable")
+@click.argument("name")
+@click.pass_context
+def users_disable(ctx: click.Context, name: str) -> None:
+    """Disable a user: their tokens stop working at once."""
+    changed = _accounts_call(_accounts(ctx).disable_user, name, actor=_operator())
+    click.echo(f"user {name} disabled" if changed else f"user {name} was already disabled")
+
+
+@users.command("set-roles")
+@click.argument("name")
+@click.option("--role", "roles", multiple=True, metavar="ROLE", help="The user's roles from now on (repeatable).")
+@click.pass_context
+def users_set_roles(ctx: click.Context, name: str, roles: tuple[str, ...]) -> None:
+    """Replace a user's roles."""
+    out = _accounts_call(_accounts(ctx).set_roles, name, roles, actor=_operator())
+    click.echo(f"user {name}: roles {','.join(out) or '(none)'}")
+
+
+@main.group()
+def groups() -> None:
+    """Groups of users (a private dataset names the groups that may see it)."""
+
+
+@groups.command("add")
+@click.argument("name")
+@click.option("--description", default="", help="What the group is.")
+@click.pass_context
+def groups_add(ctx: click.Context, name: str, description: str) -> None:
+    """Add a group."""
+    _accounts_call(_accounts(ctx).add_group, name, description, actor=_operator())
+    click.echo(f"group {name} added")
+
+
+@groups.command("add-member")
+@click.argument("group")
+@click.argument("user")
+@click.pass_context
+def groups_add_member(ctx: click.Context, group: str, user: str) -> None:
+    """Put a user in a group."""
+    changed = _accounts_call(_accounts(ctx).add_member, group, user, actor=_operator())
+    click.echo(f"{user} added to {group}" if changed else f"{user} was already in {group}")
+
+
+@groups.command("remove-member")
+@click.argument("group")
+@click.argument("user")
+@click.pass_context
+def groups_remove_member(ctx: click.Context, group: str, user: str) -> None:
+    """Take a user out of a group."""
+    _accounts_call(_accounts(ctx).remove_member, group, user, actor=_operator())
+    click.echo(f"{user} removed from {group}")
+
+
+@groups.command("list")
+@click.pass_context
+def groups_list(ctx: click.Context) -> None:
+    """List the groups and their members."""
+    rows = _accounts(ctx).groups()
+    click.echo(table(rows, ["name", "members", "description"]))
+
+
+@main.group()
+def tokens() -> None:
+    """API tokens (the secret is shown once, when created; only its hash is kept)."""
+
+
+@tokens.command("create")
+@click.argument("name")
+@click.option("--expires", default=None, metavar="DURATION", help="Valid for this long: 30d, 12h, 2w (default: until revoked).")
+@click.option("--scope", type=click.Choice(["read", "write"]), default="read", show_default=True,
+              help="read: queries only; write: deposits and changes too (as the user's roles allow).")
+@click.pass_context
+def tokens_create(ctx: click.Context, name: str, expires: str | None, scope: str) -> None:
+    """Create a token for user NAME; the secret is the last line printed, alone: keep it now."""
+    from .accounts import parse_duration
+
+    delta = _accounts_call(parse_duration, expires) if expires else None
+    token_id, secret = _accounts_call(_accounts(ctx).create_token, name, scope, delta, actor=_operator())
+    click.echo(f"token {token_id} for {name} ({scope}"
+               + (f", expires in {expires}" if expires else ", no expiry") + "); it is shown only now:", err=False)
+    click.echo(secret)
+
+
+@tokens.command("revoke")
+@click.argument("token_id", metavar="ID")
+@click.pass_context
+def tokens_revoke(ctx: click.Context, token_id: str) -> None:
+    """Revoke a token (by its id, as `tokens list` shows it)."""
+    changed = _accounts_call(_accounts(ctx).revoke_token, token_id, actor=_operator())
+    click.echo(f"token {token_id} revoked" if changed else f"token {token_id} was already revoked")
+
+
+@tokens.command("list")
+@click.argument("name", required=False)
+@click.pass_context
+def tokens_list(ctx: click.Context, name: str | None) -> None:
+    """List tokens (of user NAME, or all); secrets are never shown."""
+    rows = _accounts_call(_accounts(ctx).tokens, name)
+    click.echo(table([r | {k: _when(r[k]) for k in ("created_at", "expires_at", "revoked_at", "last_used_at")}
+                      for r in rows],
+                     ["id", "user", "scope", "state", "created_at", "expires_at", "last_used_at"]))
+
+
 if __name__ == "__main__":
     main()

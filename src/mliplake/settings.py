@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     catalog: str = Field("", description="the table catalog: sqlite:PATH or postgres:CONNINFO; "
                                          "default: catalog.sqlite inside a local lake, or a per-machine "
                                          "SQLite file under state_dir for an S3 lake")
+    accounts: str = Field("", description="the accounts database: sqlite:///PATH or postgresql+psycopg://...; "
+                                          "default: accounts.sqlite in the lake's state folder")
     s3_endpoint: str = Field("", description="S3-compatible endpoint (MinIO, Ceph, moto); "
                                              "default: AWS_ENDPOINT_URL, else AWS")
     s3_region: str = Field("", description="S3 region; default: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1")
