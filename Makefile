@@ -17,7 +17,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	# torch first, pinned: this machine's local CPU wheel (an unpinned torch pulls GBs of CUDA)
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[test,bench,dagster,ml]"
+	$(BIN)/python -m pip install -q -e ".[test,bench,dagster,ml,server]"
 	$(BIN)/python -m pip install -q --no-deps matbench-discovery==1.3.1
 	touch $@
 

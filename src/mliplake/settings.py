@@ -88,7 +88,7 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if isinstance(value, SecretStr):
                 value = _mask_url(value.get_secret_value())
-            elif name == "catalog":
+            elif name in ("catalog", "accounts"):
                 value = _mask_url(value)
             out[name] = value
         return out
