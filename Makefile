@@ -5,10 +5,10 @@ BIN := $(VENV)/bin
 LAKE ?= $(CURDIR)/lake
 
 # the main job and the UI share the local Dagster instance and the lake
-APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends slurmd slurmctld slurm-client munge >/dev/null
+APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 RUN_ENV := DAGSTER_HOME=$(CURDIR)/dagster_home MLIPLAKE_LAKE=$${MLIPLAKE_LAKE:-$(LAKE)}
 
-.PHONY: demo test lint setup slurm bench ui clean
+.PHONY: demo test lint setup slurm postgres bench ui clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,12 +32,19 @@ ui: setup
 # a real single-node Slurm for the HPC launcher's tests (Debian's packages; skipped where not root)
 slurm:
 	@command -v slurmd >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  { $(APT) || { apt-get update -q >/dev/null && $(APT); }; } || echo "Slurm not installed: its tests are skipped"; }
+	  { $(APT) slurmd slurmctld slurm-client munge >/dev/null || { apt-get update -q >/dev/null && \
+	    $(APT) slurmd slurmctld slurm-client munge >/dev/null; }; } || echo "Slurm not installed: its tests are skipped"; }
+
+# a real PostgreSQL server for the accounts tests (Debian's packages; the tests start their own)
+postgres:
+	@{ command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && { $(APT) postgresql >/dev/null || \
+	    { apt-get update -q >/dev/null && $(APT) postgresql >/dev/null; }; } || echo "PostgreSQL not installed: its tests are skipped"; }
 
 lint: setup
 	$(BIN)/ruff check src pipelines tests bench
 
-test: setup slurm lint
+test: setup slurm postgres lint
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 bench: setup
