@@ -6,9 +6,9 @@ import json
 import ase.io
 import numpy as np
 import pytest
-from conftest import sample_files
+from support import sample_files
 
-from mliplake import Lake
+from mliplake import Lake, units
 from mliplake.manifest import ManifestError, parse_manifest
 
 # Hand-computed constants (CODATA 2018 / SI exact), independent of ase.units.
@@ -140,6 +140,15 @@ def test_unknown_units_are_manifest_errors(units, field):
     with pytest.raises(ManifestError, match=field) as e:
         parse_manifest({"dataset": "x", "units": units}, source="m.yaml")
     assert "manifest m.yaml: field 'units'" in str(e.value)
+
+
+@pytest.mark.parametrize("call", [lambda: units.energy_factor(1), lambda: units.length_factor(True),
+                                  lambda: units.forces_factor(["eV/Angstrom"], "eV", "Angstrom"),
+                                  lambda: units.stress_factor(0.1, "eV", "Angstrom"), lambda: units.stress_sign(True)])
+def test_a_unit_is_a_name_not_a_number(call):
+    """A unit is a name: a number, boolean or list is refused as such, not looked up as str(value)."""
+    with pytest.raises(units.UnitError):
+        call()
 
 
 def test_aliases_recognised_without_a_map(local_lake, tmp_path):

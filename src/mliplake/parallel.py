@@ -3,8 +3,10 @@
 The C parser holds the GIL, so threads do not help; processes do.  A cheap scan of
 the atom-count lines finds frame boundaries; each worker seeks to its chunk and
 returns canonical rows as Arrow IPC.  Any surprise (a damaged file the scan
-cannot follow, a parser error inside a chunk) sends the whole file back to the
-sequential reader, which knows how to recover frame by frame.
+cannot follow, a parser error inside a chunk, a worker that died) sends the whole
+file back to the sequential reader, which knows how to recover frame by frame.
+A frame of 0 atoms, which would crash the C parser, is found by the scan and
+quarantined without reaching a worker.
 """
 from __future__ import annotations
 
@@ -12,13 +14,16 @@ import multiprocessing as mp
 import os
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from .normalise import FileContext, Rejection, normalise_batch
+from .readers import MAX_ATOMS, ZERO_ATOMS, FrameError
+from .schema import CONFIGURATIONS
 
 # below this, worker start-up costs more than it saves
 MIN_BYTES = int(os.environ.get("MLIPLAKE_PARALLEL_MIN_BYTES", 16 << 20))
@@ -36,6 +41,8 @@ class Chunk:
     offset: int  # byte offset of its first frame
     nframes: int
     end: int  # byte offset after its last frame
+    line: int = 1  # line number of its first frame
+    reason: str = ""  # set: one frame the parser must not see, quarantined for this reason
 
 
 def workers() -> int:
@@ -52,13 +59,17 @@ def chunks(path: Path, chunk_frames: int = CHUNK_FRAMES) -> Iterator[Chunk]:
     """Frame boundaries from the atom-count lines, read window by window (memory stays flat).
 
     Only short lines can be counts (atom lines carry a symbol and three numbers), and only
-    the lines the walk lands on are decoded: one step per frame, not per line.
+    the lines the walk lands on are decoded: one step per frame, not per line.  A frame of
+    0 atoms becomes a chunk of its own, with the reason; a count past MAX_ATOMS is a ScanError.
     """
     size = path.stat().st_size
     skip = 0  # lines still to skip before the next count line
     index = chunk_index = chunk_start = 0
+    chunk_line = 1
+    empty: Chunk | None = None  # a 0-atom frame, yielded once the next frame's start (its end) is known
     carry = b""  # the start of a line cut by the window's end
     base = 0  # file offset of carry[0]
+    lines_before = 0  # lines of the file before carry[0]
     with open(path, "rb") as f:
         while True:
             block = f.read(WINDOW)
@@ -76,38 +87,66 @@ def chunks(path: Path, chunk_frames: int = CHUNK_FRAMES) -> Iterator[Chunk]:
                         k += 1  # blank lines between frames
                         continue
                     raise ScanError(f"expected an atom count at byte {base + begin}")
-                at = base + begin
+                at, natoms = base + begin, int(text)
+                if natoms > MAX_ATOMS:
+                    raise ScanError(f"an atom count past MAX_ATOMS at byte {at}")
+                if empty is not None:
+                    yield replace(empty, end=at)
+                    empty = None
+                if natoms == 0:
+                    if index > chunk_index:
+                        yield Chunk(chunk_index, chunk_start, index - chunk_index, at, chunk_line)
+                    line = lines_before + k + 1
+                    empty = Chunk(index, at, 1, at, line, f"line {line}: {ZERO_ATOMS}")
+                    index += 1
+                    chunk_index = index
+                    k += 2
+                    continue
                 if index - chunk_index == chunk_frames:
-                    yield Chunk(chunk_index, chunk_start, index - chunk_index, at)
-                    chunk_index, chunk_start = index, at
-                elif index == 0:
-                    chunk_start = at
+                    yield Chunk(chunk_index, chunk_start, index - chunk_index, at, chunk_line)
+                    chunk_index = index
+                if index == chunk_index:
+                    chunk_start, chunk_line = at, lines_before + k + 1
                 index += 1
-                k += int(text) + 2
+                k += natoms + 2
             skip = k - n_lines
             if last:
                 break
             cut = int(nl[-1]) + 1 if len(nl) else 0
             carry = data[cut:]
             base += cut
-    if skip > 0:
+            lines_before += n_lines
+    if skip > 0 and empty is None:
         raise ScanError("the last frame is truncated")
+    if empty is not None:
+        yield replace(empty, end=size)
     if index > chunk_index:
-        yield Chunk(chunk_index, chunk_start, index - chunk_index, size)
+        yield Chunk(chunk_index, chunk_start, index - chunk_index, size, chunk_line)
 
 
 def _work(path: str, chunk: Chunk, ctx: FileContext) -> tuple[bytes, list[Rejection], dict[str, int]] | None:
     from .readers import read_extxyz_range
 
     usage: dict[str, int] = {}
-    frames = list(read_extxyz_range(Path(path), chunk.offset, chunk.start_index, chunk.nframes))
-    if len(frames) != chunk.nframes:
+    items = list(read_extxyz_range(Path(path), chunk.offset, chunk.start_index, chunk.nframes, chunk.line))
+    if len(items) != chunk.nframes:
         return None
+    frames = [x for x in items if not isinstance(x, FrameError)]
     table, rejected = normalise_batch(frames, ctx, usage)
+    errors = [Rejection(x.index, x.reason) for x in items if isinstance(x, FrameError)]
+    if errors:
+        rejected = sorted(errors + rejected, key=lambda r: r.frame_index)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as w:
         w.write_table(table)
     return sink.getvalue().to_pybytes(), rejected, usage
+
+
+def _rejected(chunk: Chunk) -> Future:
+    """The result of a chunk whose one frame never reaches a worker."""
+    fut: Future = Future()
+    fut.set_result((None, [Rejection(chunk.start_index, chunk.reason)], {}))
+    return fut
 
 
 def _die_with_parent() -> None:
@@ -157,21 +196,29 @@ def _run(ex: ProcessPoolExecutor, path: Path, ctx: FileContext) -> Iterator[tupl
             except ScanError as e:
                 scan_error = e
                 return
-            inflight.append((c, ex.submit(_work, str(path), c, ctx)))
+            try:
+                fut = _rejected(c) if c.reason else ex.submit(_work, str(path), c, ctx)
+            except BrokenProcessPool:
+                scan_error = ScanError(f"a parser process died before the chunk from frame {c.start_index}")
+                return
+            inflight.append((c, fut))
 
     fill()
     if scan_error is not None and not inflight:
         raise scan_error
     while inflight:
         c, fut = inflight.pop(0)
-        result = fut.result()
-        fill()
+        try:
+            result = fut.result()
+        except BrokenProcessPool:  # a worker died (the C parser on input no check foresaw)
+            result = None
         if result is None:
             for _, f in inflight:
                 f.cancel()
             raise ScanError(f"a chunk from frame {c.start_index} did not parse")
+        fill()
         data, rejected, usage = result
-        table = pa.ipc.open_stream(data).read_all()
+        table = pa.ipc.open_stream(data).read_all() if data is not None else CONFIGURATIONS.empty_table()
         yield table, rejected, usage, c
     if scan_error is not None:
         raise scan_error

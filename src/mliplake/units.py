@@ -57,7 +57,9 @@ class UnitError(ValueError):
 
 
 def _norm(unit: str) -> str:
-    s = str(unit).strip().lower().replace(" ", "").replace("å", "angstrom").replace("**", "^")
+    if not isinstance(unit, str):  # str(1) would be looked up as the unit "1", str(True) as "true"
+        raise UnitError(f"expected a unit name such as eV, got {type(unit).__name__} {unit!r}")
+    s = unit.strip().lower().replace(" ", "").replace("å", "angstrom").replace("**", "^")
     s = s.replace("³", "^3").replace("ang^3", "angstrom^3")
     return re.sub(r"angstroms?", "angstrom", s)
 
@@ -124,6 +126,6 @@ def stress_to_3x3(values: np.ndarray, convention: str = "ase") -> np.ndarray:
 
 def stress_sign(convention: str) -> float:
     """VASP reports pressure-like stress (positive = compressive): the negative of ASE's."""
-    if convention not in STRESS_CONVENTIONS:
+    if not isinstance(convention, str) or convention not in STRESS_CONVENTIONS:
         raise UnitError(f"unknown stress_convention {convention!r}; known: {', '.join(STRESS_CONVENTIONS)}")
     return -1.0 if convention == "vasp" else 1.0
