@@ -423,8 +423,14 @@ def stage_inbox(lake: Lake, name: str, dataset: str | None = None) -> Staged:
                 raise ManifestError(f"inbox/{name}: no manifest ({' or '.join(MANIFEST_NAMES[:3])})")
             m = parse_manifest({"dataset": dataset}, dataset=dataset)
         else:
-            with msrc.open() as f:
-                m = manifest_from_bytes(f.read(), f"inbox/{name}/{msrc.name}", dataset)
+            from .manifest import MAX_MANIFEST_BYTES
+
+            with msrc.open() as f:  # read no more than a manifest may hold: a huge one is refused unread
+                data = f.read(MAX_MANIFEST_BYTES + 1)
+            if len(data) > MAX_MANIFEST_BYTES:
+                raise ManifestError(f"inbox/{name}/{msrc.name}: larger than {MAX_MANIFEST_BYTES >> 20} MiB; "
+                                    "a manifest describes the data, it does not hold it")
+            m = manifest_from_bytes(data, f"inbox/{name}/{msrc.name}", dataset)
     except ManifestError as e:
         _reject(lake, sources, msrc, dataset, e)
     staged = _stage(lake, sources, msrc, m, move=True)

@@ -25,8 +25,8 @@ from .normalise import FileContext, Rejection, normalise_batch
 from .readers import MAX_ATOMS, ZERO_ATOMS, FrameError
 from .schema import CONFIGURATIONS
 
-# below this, worker start-up costs more than it saves
-MIN_BYTES = int(os.environ.get("MLIPLAKE_PARALLEL_MIN_BYTES", 16 << 20))
+# below this, worker start-up costs more than it saves (None: settings.parallel_min_bytes)
+MIN_BYTES: int | None = None
 CHUNK_FRAMES = 2500  # small: the last chunks decide how long both cores wait for the slowest
 WINDOW = 16 << 20  # the first chunk can start after a short scan
 
@@ -46,12 +46,17 @@ class Chunk:
 
 
 def workers() -> int:
-    env = os.environ.get("MLIPLAKE_WORKERS")
-    return int(env) if env else min(os.cpu_count() or 1, 8)
+    from .settings import Settings
+
+    n = Settings().workers  # read per deposit: a long-lived process may be told another number
+    return n if n else min(os.cpu_count() or 1, 8)
 
 
 def wanted(path: Path, fmt: str) -> bool:
-    return (fmt == "extxyz" and workers() > 1 and path.stat().st_size >= MIN_BYTES
+    from .settings import get_settings
+
+    min_bytes = MIN_BYTES if MIN_BYTES is not None else get_settings().parallel_min_bytes
+    return (fmt == "extxyz" and workers() > 1 and path.stat().st_size >= min_bytes
             and "fork" in mp.get_all_start_methods())
 
 
