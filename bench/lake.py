@@ -558,9 +558,10 @@ def ensure_built(lid: str, s3: S3Server | None, rebuild: bool, s3_budget: float,
     how = "one deposit per commit" if batch == 1 else f"{batch} deposits registered per commit (bulk)"
     print(f"[{lid}] building: {n:,} deposits, {how}" + (" (resuming)" if resume else ""), flush=True)
     t0 = time.perf_counter()
+    meter = CpuMeter()
     run_child("_build", lid, str(log))
     meta.update(build_stats(log), complete=True, built_at=dt.datetime.now().isoformat(timespec="seconds"),
-                wall_s=time.perf_counter() - t0, dirty=False)
+                wall_s=time.perf_counter() - t0, dirty=False, others_cpus=meter.others())
     if kind == "local":
         meta.update(zip(("files", "bytes"), tree_size(WORK / lid)))
         _copytree(WORK / lid, WORK / f"{lid}.pristine")
@@ -921,7 +922,15 @@ def render(res: dict[str, Any], builds: dict[str, Any], plan: dict[str, list[tup
         b = parse_lid(lid_b)[2]
         one = lid_of("local", 1000)
         est = ""
-        if (WORK / f"{one}.deposits.jsonl").exists():
+        small = lid_for("local", ns[0])
+        if small and "probe" in res.get(small, {}) and "probe" in res.get(lid_b, {}):
+            t0 = statistics.median(x["ms"] for x in res[small]["probe"]["deposits"][1:]) / 1000
+            t1 = statistics.median(x["ms"] for x in res[lid_b]["probe"]["deposits"][1:]) / 1000
+            est = (f": one commit per deposit, a deposit's cost grows with the lake (the deposit probe below: "
+                   f"{t0:.2f} s into {ns[0]:,} deposits, {t1:.2f} s into {n_b:,}; the `{one}` build slowed from "
+                   f"{builds[one]['start_rate']:.1f} to {builds[one]['end_rate']:.1f} deposits/s), so {n_b:,} one at "
+                   f"a time would take ~{n_b * (t0 + t1) / 2 / 3600:.1f} h on a quiet machine (that line's integral)")
+        elif (WORK / f"{one}.deposits.jsonl").exists():
             slope, total, at_n = one_by_one_estimate(WORK / f"{one}.deposits.jsonl", n_b)
             est = (f": one commit per deposit, a deposit costs {slope * 1e6:.0f} µs more for every deposit already "
                    f"in the lake (a least-squares line through the `{one}` build's times), so {n_b:,} one at a time "
@@ -960,10 +969,12 @@ def render(res: dict[str, Any], builds: dict[str, Any], plan: dict[str, list[tup
     out += ["### Building the lakes", "",
             "Deposits/s over the first and the last 10 % of each build (at most 100 deposits each; the very first "
             "deposit, which creates the lake, left out): a falling rate means a deposit costs more as the lake grows. "
-            "Builds run in one long-lived process (its DuckDB caches warm), one deposit after another.", "",
+            "Builds run in one long-lived process (its DuckDB caches warm), one deposit after another; they are as "
+            "sensitive to other work on the machine as anything here (last column, where recorded).", "",
             "| storage | deposits | commits | build s | deposits/s at the start | at the end | ms/deposit (median) "
-            "at the start | at the end | S3 requests/deposit at the start | at the end | files | MB |",
-            "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            "at the start | at the end | S3 requests/deposit at the start | at the end | files | MB | CPUs other "
+            "work kept busy |",
+            "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     lids = [lid for rows in plan.values() for _, lid in rows] + ([validation[1]] if validation else [])
     for lid in lids:
         kind, n, b_ = parse_lid(lid)
@@ -971,14 +982,16 @@ def render(res: dict[str, Any], builds: dict[str, Any], plan: dict[str, list[tup
         if not m:
             continue
         if m.get("skipped"):
-            out.append(f"| {label[kind]} | {n:,} | - | not built: ~{m['estimate_s'] / 60:.0f} min at the {m['rate']:.2f} "
-                       "deposits/s measured at the end of the 1,000-deposit build (over `--s3-build-budget`) "
-                       "| | | | | | | | |")
+            out.append(f"| {label[kind]} | {n:,} | - | not built: at least ~{m['estimate_s'] / 60:.0f} min at the "
+                       f"{m['rate']:.2f} deposits/s measured at the end of the 1,000-deposit build (more, as a "
+                       "deposit's cost grows with the lake), over `--s3-build-budget` "
+                       "| | | | | | | | | |")
             continue
         req = f"{m['start_req']:.0f} | {m['end_req']:.0f}" if "start_req" in m else "- | -"
         out.append(f"| {label[kind]} | {n:,} | {'one per deposit' if b_ == 1 else f'bulk, {b_} deposits each'} | "
                    f"{m['seconds']:,.0f} | {m['start_rate']:.2f} | {m['end_rate']:.2f} | {m['start_ms']:.0f} | "
-                   f"{m['end_ms']:.0f} | {req} | {m.get('files', 0):,} | {m.get('bytes', 0) / 1e6:,.1f} |")
+                   f"{m['end_ms']:.0f} | {req} | {m.get('files', 0):,} | {m.get('bytes', 0) / 1e6:,.1f} | "
+                   + (f"{m['others_cpus']:.2f}" if "others_cpus" in m else "not recorded") + " |")
     out.append("")
     for lid in lids:
         m = builds.get(lid)
@@ -1136,7 +1149,10 @@ def render(res: dict[str, Any], builds: dict[str, Any], plan: dict[str, list[tup
     # ---- targets
     out += ["### Targets", "",
             "Warm targets are judged on the new-filter-each-run figure where there is one (a dataset whose files "
-            "no DuckDB cache has seen yet); the same-filter figure in brackets.", "",
+            "no DuckDB cache has seen yet); the same-filter figure in brackets. After compaction these small lakes "
+            "are one data file, which a `Lake` caches on its first query, so there every warm query (and its S3 "
+            "requests: none) is a cached read; a lake of many compacted files of DuckLake's target size would not "
+            "be held whole.", "",
             "| target | lake | as built | met | after compaction | met |", "| --- | --- | ---: | --- | ---: | --- |"]
 
     def warm(st: dict[str, Any], op: str) -> dict[str, Any]:
@@ -1200,7 +1216,7 @@ def render(res: dict[str, Any], builds: dict[str, Any], plan: dict[str, list[tup
         out.append("")
     out.append("Reproduce: `.venv/bin/python bench/lake.py` (lakes cached under `bench/_work/lake`, `--rebuild` to "
                "rebuild; `--deposits 10,1000,10000`, `--storage local,s3`, `--batch-above`, `--batch`, "
-               "`--s3-build-budget`, `--probe`).")
+               "`--s3-build-budget`, `--probe`; `--render-only results.json` re-renders from an earlier `--json` run).")
     return "\n".join(out) + "\n"
 
 
@@ -1239,6 +1255,8 @@ def main() -> None:
     ap.add_argument("--build-only", action="store_true", help="build (and cache) the lakes, measure nothing")
     ap.add_argument("--no-doc", action="store_true", help="do not write docs/performance.md")
     ap.add_argument("--json", default="", help="also write the raw results here")
+    ap.add_argument("--render-only", default="", metavar="JSON",
+                    help="measure nothing: render (and write) the section from the raw results of an earlier --json run")
     args = ap.parse_args()
     ns = sorted(int(x.replace("_", "")) for x in args.deposits.split(","))
     kinds = [k for k in ("local", "s3") if k in args.storage.split(",")]
@@ -1248,6 +1266,14 @@ def main() -> None:
     if args.validate and "local" in kinds and 1000 in ns and any(n > args.batch_above for n in ns) \
             and args.batch_above >= 1000:
         validation = (lid_of("local", 1000), lid_of("local", 1000, args.batch))
+    if args.render_only:
+        raw = json.loads(Path(args.render_only).read_text())
+        section = render(raw["results"], raw["builds"], plan, validation, raw["machine"], args)
+        print(section)
+        if not args.no_doc:
+            write_section(DOC, SECTION, section)
+            print(f"wrote the {SECTION} section of {DOC.relative_to(ROOT)}")
+        return
     WORK.mkdir(parents=True, exist_ok=True)
     os.environ["MLIPLAKE_STATE_DIR"] = str(WORK / "state")
     s3 = S3Server(WORK / "moto.log") if "s3" in kinds else None
