@@ -68,7 +68,7 @@ def pool(tmp_path: Path, n_files: int, per_file: int = 40, step: int = 20) -> li
 def start_writers(lake_url: str, dataset: str, file_sets: list[list[Path]], seconds: float = 0,
                   delay: float = 1.5, env: dict | None = None) -> list[subprocess.Popen]:
     start = time.time() + delay  # every writer starts at the same moment, after its imports
-    return [subprocess.Popen([sys.executable, "-c", WRITER, lake_url, dataset, str(start), str(seconds),
+    return [subprocess.Popen([sys.executable, "-X", "faulthandler", "-c", WRITER, lake_url, dataset, str(start), str(seconds),
                               *map(str, files)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env=env or os.environ.copy()) for files in file_sets]
 
@@ -139,7 +139,7 @@ def test_writer_killed_inside_its_commit_leaves_the_lake_as_it_was(tmp_path):
     assert r.stored == 40 and len(ids_of(after, "kill")) == 80
 
 
-STRESS_SECONDS = float(os.environ.get("MLIPLAKE_STRESS_SECONDS", 60))
+STRESS_SECONDS = float(os.environ.get("MLIPLAKE_STRESS_SECONDS", 30))
 
 
 @pytest.mark.slow

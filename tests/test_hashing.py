@@ -115,7 +115,7 @@ def test_redeposit_is_idempotent(lake):
     old = lake.sql(f"SELECT count(*), min(deposit_id) FROM lake.configurations AT (VERSION => {v1})").fetchone()
     assert old == (2000, r1.deposit_id)
     lake.maintain(retention="0 seconds")  # past the retention, the old version's files go
-    listed = lake.fs.find(lake.shard_dir("configurations", "rmd17-ethanol", r1.deposit_id))
+    listed = lake.fs.find(lake.path("data"))
     assert [lake.uri(p) for p in listed if p.endswith(".parquet")] == lake.data_files()
 
 

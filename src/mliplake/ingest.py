@@ -565,8 +565,21 @@ def _ingest(lake: Lake, m: Manifest, staged: Future[Staged], files: list[tuple[s
     if before_commit is not None:
         before_commit()
     report.seconds = time.perf_counter() - t0
-    _commit(lake, report, m, writer.paths, _quarantine_table(m.dataset, dep(), quarantine), replace)
+    try:
+        _commit(lake, report, m, writer.paths, _quarantine_table(m.dataset, dep(), quarantine), replace)
+    finally:
+        _drop_staged(lake, writer.paths)
     return report
+
+
+def _drop_staged(lake: Lake, paths: list[str]) -> None:
+    """The staged files were copied into the table (or the commit failed): they go.  Files of an
+    attempt killed before this point are orphans that ``maintain`` deletes past the retention."""
+    for p in paths:
+        try:
+            lake.fs.rm(p)
+        except OSError:
+            pass
 
 
 def _warn_unused_keys(report: DepositReport, m: Manifest) -> None:
@@ -627,7 +640,7 @@ def _commit(lake: Lake, report: DepositReport, m: Manifest | None, files: list[s
                                                            f"deposit {dep} into {dataset}"])
         for table in ("configurations", "quarantine", "deposits"):
             cur.execute(f"DELETE FROM lake.{table} WHERE deposit_id = ?", [dep])  # the previous version
-        dups = _store_rows(cur, dataset, uris, register=attempts[0] == 1)
+        dups = _store_rows(cur, dataset, uris)
         report.duplicates = within + dups
         report.stored = sum(f.stored for f in report.files) - dups
         if report.stored == 0 and report.status != "rejected":
@@ -636,10 +649,10 @@ def _commit(lake: Lake, report: DepositReport, m: Manifest | None, files: list[s
             cur.register("_quarantine", quarantine)
             cur.execute("INSERT INTO lake.quarantine SELECT * FROM _quarantine")
             cur.unregister("_quarantine")
-        arrow_rows(cur, "deposits", [_record_row(lake, report, m, files)])
+        arrow_rows(cur, "deposits", [_record_row(lake, report, m)])
         if m is not None and not cur.execute("SELECT 1 FROM lake.policies WHERE dataset = ?", [dataset]).fetchone():
             who = lake.principal
-            owner = who.name if who.kind in ("user", "admin") else (m.submitter or who.name)
+            owner = who.name if who.kind in ("user", "admin") else (m.owner or m.submitter or who.name)
             policy = make_policy(dataset, m.visibility, owner,
                                  getattr(m, "groups", ()), getattr(m, "embargo_until", None),
                                  updated_by=lake.principal.name or lake.principal.kind)
@@ -661,13 +674,13 @@ def _check_replace(report: DepositReport, prev: Any, replace: bool) -> None:
                            f"version ({stored} configurations) is kept. Pass replace=True (--replace) to replace it")
 
 
-def _store_rows(cur: Any, dataset: str, uris: list[str], register: bool = True) -> int:
-    """Register the deposit's data files; rows already stored in the dataset are left out.
-    Returns how many were left out.
+def _store_rows(cur: Any, dataset: str, uris: list[str]) -> int:
+    """Copy the deposit's staged rows into the table, leaving out rows already stored in the
+    dataset.  Returns how many were left out.
 
-    ``register``: the files themselves become the table's (no copy).  A commit retried after
-    meeting another writer copies the rows instead: DuckLake 0.x could crash registering files in
-    a transaction retried on the same connection."""
+    A copy, not ``ducklake_add_data_files``: registering files crashed writer processes (SIGSEGV in
+    DuckLake 1.5.5) when several wrote at once on S3 and locally; the copy costs one more read and
+    write of the deposit's Parquet, small beside parsing it."""
     if not uris:
         return 0
     files = "[" + ", ".join("'" + u.replace("'", "''") + "'" for u in uris) + "]"
@@ -675,18 +688,13 @@ def _store_rows(cur: Any, dataset: str, uris: list[str], register: bool = True) 
                     SELECT config_id FROM read_parquet({files}, hive_partitioning = false) WHERE config_id IN
                     (SELECT config_id FROM lake.configurations WHERE dataset = ?)""", [dataset])
     dups = cur.execute("SELECT count(*) FROM _dups").fetchone()[0]
-    if dups == 0 and register:
-        for u in uris:  # the files become the table's: no copy
-            cur.execute("CALL ducklake_add_data_files('lake', 'configurations', ?, hive_partitioning => false)", [u])
-    else:
-        # another deposit stored some of these first, or a retry: write the rest (a copy, rarely needed)
-        cur.execute(f"INSERT INTO lake.configurations SELECT * FROM read_parquet({files}, hive_partitioning = false) "
-                    "WHERE config_id NOT IN (SELECT config_id FROM _dups)")
+    cur.execute(f"INSERT INTO lake.configurations SELECT * FROM read_parquet({files}, hive_partitioning = false) "
+                "WHERE config_id NOT IN (SELECT config_id FROM _dups)")
     cur.execute("DROP TABLE _dups")
     return int(dups)
 
 
-def _record_row(lake: Lake, report: DepositReport, m: Manifest | None, files: list[str]) -> dict[str, Any]:
+def _record_row(lake: Lake, report: DepositReport, m: Manifest | None) -> dict[str, Any]:
     rel = lambda p: p[len(lake.root) + 1:]  # noqa: E731
     record = {k: v for k, v in asdict(report).items() if k != "reasons"}
     created = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
@@ -695,7 +703,6 @@ def _record_row(lake: Lake, report: DepositReport, m: Manifest | None, files: li
         reasons=dict(report.reasons.most_common()),
         created_at=created,
         manifest=md or None,
-        shards=[rel(p) for p in files],
         raw=rel(lake.raw_dir(report.deposit_id)),
         mliplake_version=__version__,
         hash_version=HASH_VERSION,

@@ -107,7 +107,7 @@ class Lake:
         return self.path("raw", check_deposit_id(deposit_id))
 
     def shard_dir(self, table: str, dataset: str, deposit_id: str) -> str:
-        """Where a deposit writes its data files (inside the DuckLake data path)."""
+        """Where a deposit stages its rows before the commit copies them into the table."""
         return self.path("data", table, f"dataset={dataset}", f"deposit={check_deposit_id(deposit_id)}")
 
     def uri(self, path: str) -> str:

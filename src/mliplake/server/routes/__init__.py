@@ -1,0 +1,1 @@
+"""Thin routers over the library, one per area."""
