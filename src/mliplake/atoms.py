@@ -71,3 +71,59 @@ def table_to_atoms(table: pa.Table, original_keys: bool = False) -> Iterator[Any
         if results:
             atoms.calc = SinglePointCalculator(atoms, **results)
         yield atoms
+
+
+#: structure formats a configuration can be downloaded in: name -> (ASE format, media type, extension)
+STRUCTURE_FORMATS = {
+    "extxyz": ("extxyz", "text/plain", "xyz"),
+    "cif": ("cif", "chemical/x-cif", "cif"),
+    "poscar": ("vasp", "text/plain", "POSCAR"),
+}
+
+
+def structure_text(atoms: Any, fmt: str) -> str:
+    """One structure as extxyz (labels kept), CIF or POSCAR text, written by ASE."""
+    import io
+
+    from ase.io import write
+
+    if fmt not in STRUCTURE_FORMATS:
+        raise ValueError(f"unknown structure format {fmt!r}: {', '.join(STRUCTURE_FORMATS)} or json")
+    if fmt == "cif":
+        if not atoms.pbc.all():
+            atoms = atoms.copy()  # CIF describes crystals; a molecule is written in its box
+            atoms.pbc = True
+        raw = io.BytesIO()  # ASE's CIF writer wants a binary file
+        write(raw, atoms, format="cif")
+        return raw.getvalue().decode()
+    buf = io.StringIO()
+    write(buf, atoms, format=STRUCTURE_FORMATS[fmt][0])
+    return buf.getvalue()
+
+
+def read_structure(text: str, fmt: str | None = None, name: str = "structure") -> list[Any]:
+    """Structures from POSCAR, extxyz or CIF text (``fmt`` None: guessed from the content)."""
+    import io
+
+    from ase.io import read
+
+    fmts = [fmt] if fmt else _guess_formats(text)
+    errors = []
+    for f in fmts:
+        try:
+            got = read(io.StringIO(text), index=":", format={"poscar": "vasp"}.get(f, f))
+            if got:
+                return list(got)
+        except Exception as e:  # noqa: BLE001 - ASE raises many kinds; the message lists each format's reason
+            errors.append(f"{f}: {e}")
+    raise ValueError(f"{name}: not a structure in {' or '.join(fmts)} ({'; '.join(errors)})")
+
+
+def _guess_formats(text: str) -> list[str]:
+    head = text.lstrip()[:2000].lower()
+    if "_cell_length_a" in head or head.startswith("data_"):
+        return ["cif"]
+    first = head.split("\n", 1)[0].strip()
+    if first.isdigit():
+        return ["extxyz"]
+    return ["poscar", "extxyz", "cif"]

@@ -143,7 +143,9 @@ def index_catalogue(lake: Lake, client: Any, alias: str = ALIAS) -> int:
 
 
 def search_index(client: Any, text: str = "", elements: list[str] | None = None, mode: str = "all",
-                 license: str | None = None, sort: str = "relevance", alias: str = ALIAS) -> CatalogueResult:
+                 license: str | None = None, sort: str = "relevance", alias: str = ALIAS,
+                 visible: list[str] | None = None) -> CatalogueResult:
+    """``visible``: the datasets the caller may see (None: all); hits, totals and facets stay inside them."""
     from .chemistry import Z_OF
     from .search import talking_to
 
@@ -161,6 +163,8 @@ def search_index(client: Any, text: str = "", elements: list[str] | None = None,
         must_not.append({"terms": {"elements": sorted(set(Z_OF) - set(wanted))}})
     if license:
         filt.append({"term": {"license": license}})
+    if visible is not None:
+        filt.append({"terms": {"dataset.keyword": sorted(visible)}})
     order = {"size": [{"configurations": "desc"}, {"dataset.keyword": "asc"}],
              "date": [{"updated_at": "desc"}, {"dataset.keyword": "asc"}]}.get(
         sort, ["_score", {"dataset.keyword": "asc"}])
@@ -183,4 +187,6 @@ def search(lake: Lake, text: str = "", elements: list[str] | None = None, mode: 
         return search_cards(lake, text, elements, mode, license, sort)
     from .search import connect
 
-    return search_index(connect(url), text, elements, mode, license, sort)
+    allowed = lake.scope().datasets
+    return search_index(connect(url), text, elements, mode, license, sort,
+                        visible=None if allowed is None else sorted(allowed))

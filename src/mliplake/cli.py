@@ -543,6 +543,26 @@ def config(ctx: click.Context) -> None:
         click.echo(f"{name:<{width}}  {value}")
 
 
+@main.command()
+@click.option("--host", default=None, help="Address to listen on (default: the api_host setting, 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Port (default: the api_port setting, 8000).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Server processes (each serves any request; deposits are processed once).")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, workers: int) -> None:
+    """Serve the REST API, OPTIMADE (/optimade) and the web portal (/) over this lake."""
+    import os
+
+    import uvicorn
+
+    settings = ctx.meta["settings"]
+    os.environ["MLIPLAKE_LAKE"] = str(_lake(ctx).url)  # worker processes build the app from the environment
+    host, port = host or settings.api_host, port or settings.api_port
+    click.echo(f"mliplake serving {os.environ['MLIPLAKE_LAKE']} on http://{host}:{port}/ (API docs: /api/docs)")
+    uvicorn.run("mliplake.server.asgi:app", host=host, port=port, workers=workers, log_level="info",
+                proxy_headers=True, forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"))
+
+
 # ---------------------------------------------------------------- accounts (users, groups, API tokens)
 
 

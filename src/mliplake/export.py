@@ -18,15 +18,24 @@ if TYPE_CHECKING:
     from .lake import Lake
 
 BATCH_ROWS = 2048
+STABLE_ORDER = "dataset, config_id"  # unique and never null: downloads resume and pages continue by it
 #: MACE's default reference keys: plain energy/forces are renamed by MACE with a warning.
 MACE_KEYS = {"energy": "REF_energy", "forces": "REF_forces", "stress": "REF_stress", "virial": "REF_virial",
              "dipole": "REF_dipole", "charges": "REF_charges"}
 
 
 def batches(lake: Lake, filter: str | None, order: str = "dataset, source_file, frame_index",
-            ids: list[str] | None = None, dataset: str | None = None) -> Iterator[pa.Table]:
-    """Canonical rows matching a filter (and, if given, among ``ids`` and of one ``dataset``), batch by batch."""
+            ids: list[str] | None = None, dataset: str | None = None,
+            after: tuple[str, str] | None = None) -> Iterator[pa.Table]:
+    """Canonical rows matching a filter (and, if given, among ``ids`` and of one ``dataset``), batch by batch.
+
+    ``after``: (dataset, config_id) of the last row already had, in the order ``dataset, config_id``
+    (what a resumed download passes)."""
     clause, params = where(filters.parse(filter))
+    if after is not None:
+        order = STABLE_ORDER
+        clause = f"({clause}) AND (dataset > ? OR (dataset = ? AND config_id > ?))"
+        params = [*params, after[0], after[0], after[1]]
     cols = ", ".join(f'"{f.name}"' for f in CONFIGURATIONS)
     con = lake.connection()  # a cursor of its own: the registration below is this export's alone
     if dataset is not None:
@@ -144,6 +153,70 @@ def write_extxyz(path: Path, items: Iterator[Any], bar: Any = None) -> int:
             if bar is not None:
                 bar.update(1)
     return n
+
+
+def stream(lake: Lake, filter: str | None, format: str = "extxyz", ids: list[str] | None = None,
+           after: tuple[str, str] | None = None, original_keys: bool = False) -> Iterator[bytes]:
+    """The matching configurations as a byte stream, batch by batch (memory stays flat whatever the
+    count), in the stable order ``dataset, config_id``.
+
+    extxyz frames carry ``mliplake_dataset`` and ``mliplake_config_id``: a client whose download
+    broke off keeps its complete frames and asks again ``after`` the last one.  ``parquet`` and
+    ``arrow`` (IPC stream) carry the canonical columns."""
+    import io
+
+    import extxyz
+    from extxyz.grammar import Properties
+
+    rows = batches(lake, filter, order=STABLE_ORDER, ids=ids, after=after)
+    if format == "extxyz":
+        fmt = dict(Properties.default_format_dict, **FULL_PRECISION)
+        for t in rows:
+            buf = io.StringIO()
+            ds, cid = t.column("dataset").to_pylist(), t.column("config_id").to_pylist()
+            for i, frame in enumerate(frames(t, original_keys)):
+                frame.info["mliplake_dataset"], frame.info["mliplake_config_id"] = ds[i], cid[i]
+                extxyz.write_dicts(buf, frame, format_dict=fmt, use_cextxyz=False)
+            yield buf.getvalue().encode()
+        return
+    if format not in ("parquet", "arrow"):
+        raise ValueError(f"unknown export format {format!r}: extxyz, parquet or arrow")
+    sink = _Drain()
+    writer: Any = (pq.ParquetWriter(sink, CONFIGURATIONS, **PARQUET_OPTIONS) if format == "parquet"
+                   else pa.ipc.new_stream(sink, CONFIGURATIONS))
+    for t in rows:
+        writer.write_table(t)
+        yield sink.take()
+    writer.close()
+    yield sink.take()
+
+
+class _Drain:
+    """A write-only file whose bytes are taken away as they come (so a stream never holds them all)."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self.closed = False
+        self._pos = 0
+
+    def write(self, data: Any) -> int:
+        b = bytes(data)
+        self._parts.append(b)
+        self._pos += len(b)
+        return len(b)
+
+    def tell(self) -> int:
+        return self._pos
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def take(self) -> bytes:
+        out, self._parts = b"".join(self._parts), []
+        return out
 
 
 def export(lake: Lake, filter: str | None, out: str | Path, format: str = "extxyz", original_keys: bool = False,

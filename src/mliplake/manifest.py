@@ -55,7 +55,7 @@ STRUCTURE_KEYS = ("positions", "cell", "pbc", "numbers", "symbols", "elements", 
 KNOWN_FIELDS = {
     "dataset", "name", "title", "description", "authors", "license", "licence", "links", "doi",
     "method", "sampling", "units", "key_map", "labels", "visibility", "files", "submitter",
-    "groups", "embargo_until",
+    "groups", "embargo_until", "owner",
 }
 
 
@@ -131,6 +131,7 @@ class Manifest:
     embargo_until: str = ""  # YYYY-MM-DD: an embargoed dataset turns public on that date
     files: list[FileEntry] = field(default_factory=list)
     submitter: str = ""
+    owner: str = ""  # the account that owns a new dataset (set by the API from the token, never by hand)
     source: str = "<arguments>"  # where the manifest came from, for error messages
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -397,6 +398,7 @@ def parse_manifest(raw: dict[str, Any], source: str = "<arguments>", dataset: st
         embargo_until=embargo_until,
         files=_files(raw.get("files"), source),
         submitter=_text(raw.get("submitter"), source, "submitter"),
+        owner=_text(raw.get("owner"), source, "owner"),
         source=source,
         extra=extra,
     )

@@ -55,6 +55,24 @@ class Settings(BaseSettings):
     opensearch_url: SecretStr = Field(SecretStr(""), description="OpenSearch URL (may hold credentials); "
                                                                  "empty: DuckDB answers searches")
     opensearch_index: str = Field("mliplake-configurations", description="alias of the configurations index")
+    # ---- the service (mliplake serve)
+    api_host: str = Field("127.0.0.1", description="address the API listens on")
+    api_port: int = Field(8000, gt=0, lt=65536, description="port the API listens on")
+    api_public_url: str = Field("", description="the API's address as users reach it (links, OPTIMADE); "
+                                                "default: from each request")
+    api_rate: float = Field(10.0, gt=0, description="requests per second one token (or one address, without a "
+                                                    "token) may make on average")
+    api_burst: int = Field(100, gt=0, description="requests one token may make at once before the rate applies")
+    api_max_body: int = Field(1 << 20, gt=0, description="largest request body other than an upload (bytes)")
+    api_page_max: int = Field(1000, gt=0, description="most entries in one page of results")
+    api_ingest: Literal["inline", "dagster"] = Field(
+        "inline", description="who processes HTTP deposits: the API itself (inline), or Dagster's inbox sensor")
+    upload_max_bytes: int = Field(64 << 30, gt=0, description="largest upload (bytes)")
+    upload_chunk_max: int = Field(256 << 20, gt=0, description="largest piece of an upload sent in one request")
+    upload_expiry_hours: float = Field(24.0, gt=0, description="unfinished uploads are deleted after this long")
+    archive_max_files: int = Field(10_000, gt=0, description="most files an uploaded archive may unpack to")
+    archive_max_bytes: int = Field(256 << 30, gt=0, description="most bytes an uploaded archive may unpack to")
+    predict_max_atoms: int = Field(5000, gt=0, description="most atoms in one structure sent to predict")
     # ---- ML
     workdir: str = Field(str(Path.home() / ".cache" / "mliplake"), description="training work directories")
     trainer: Literal["local", "slurm"] = Field("local", description="where the models asset trains")
