@@ -43,3 +43,102 @@ def start_osmem(port: int = 0):
     from osmem_server import OsmemServer
 
     return OsmemServer.start(addr=f"127.0.0.1:{port}", japanese=False)
+
+
+def start_api(lake_dir, env: dict | None = None, timeout: float = 60.0):
+    """``mliplake serve`` for real: uvicorn in its own process on 127.0.0.1; returns (process, url)."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    full = dict(os.environ, MLIPLAKE_LAKE=str(lake_dir), **(env or {}))
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "mliplake.server.asgi:app", "--host", "127.0.0.1",
+                             "--port", str(port), "--log-level", "warning",
+                             "--timeout-graceful-shutdown", "3"], env=full,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the API exited: {proc.stderr.read()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url + "/api/v1/health", timeout=2):
+                return proc, url
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("the API did not start in time")
+
+
+def stop(proc) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except Exception:  # noqa: BLE001
+        proc.kill()
+
+
+class CuttingProxy:
+    """A TCP proxy on 127.0.0.1 that breaks connections for real: the first ``cuts`` connections
+    whose request starts with ``match`` are closed after ``after`` bytes of the response (or of the
+    request, with ``side="request"``).  What a dropped Wi-Fi or a restarted load balancer does."""
+
+    def __init__(self, target_port: int, match: bytes, after: int, cuts: int = 1, side: str = "response") -> None:
+        import socket
+        import threading
+
+        self.target, self.match, self.after, self.cuts, self.side = target_port, match, after, cuts, side
+        self.cut = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            state = {"cut": None}
+            threading.Thread(target=self._pipe, args=(client, upstream, "request", state), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, "response", state), daemon=True).start()
+
+    def _pipe(self, src, dst, side: str, state: dict) -> None:
+        sent = 0
+        try:
+            while data := src.recv(65536):
+                if side == "request" and not state["cut"] and data.startswith(self.match) and self.cut < self.cuts:
+                    state["cut"] = True  # this request (perhaps not the connection's first) is cut
+                    self.cut += 1
+                    sent = 0
+                if state["cut"] and side == self.side:
+                    room = self.after - sent
+                    if room <= 0 or len(data) > room:
+                        dst.sendall(data[:max(room, 0)])
+                        raise ConnectionAbortedError
+                dst.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        finally:
+            import socket
+
+            for s in (src, dst):  # shutdown first: a close alone leaves the other thread's recv holding it open
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+    def close(self) -> None:
+        self.sock.close()

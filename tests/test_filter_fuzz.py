@@ -27,7 +27,7 @@ from mliplake.filters import FIELDS, FilterError, Node
 from mliplake.sql import where
 
 SEED = int(os.environ.get("MLIPLAKE_FUZZ_SEED", "20240611"))
-N = int(os.environ.get("MLIPLAKE_FUZZ_N", "2000"))
+N = int(os.environ.get("MLIPLAKE_FUZZ_N", "1000"))  # more: MLIPLAKE_FUZZ_N=20000
 KEY = ["dataset", "config_id"]
 
 # ---------------------------------------------------------------- the lake

@@ -75,7 +75,7 @@ class LimitsMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
-        if path.startswith(("/api/", "/optimade")):
+        if path.startswith(("/api/", "/optimade")) and path != "/api/v1/health":  # health: for load balancers
             ok, wait, left = self.buckets.take(self._key(scope))
             if not ok:
                 secs = max(1, math.ceil(wait))

@@ -1,0 +1,332 @@
+"""The REST API for real: ``mliplake serve`` (uvicorn) on 127.0.0.1, driven by mliplake.Client and httpx.
+
+A lake holds a public dataset (mlearn Si) and a private one (owner alice, group g1).  Accounts:
+alice (depositor), bob (reader), carol (reader, in g1), root (admin).  Broken connections are
+caused for real by a proxy that cuts them mid-transfer (tests/support.py: CuttingProxy).
+"""
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from pathlib import Path
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+from support import CuttingProxy, deposit_sample, start_api, stop
+
+import mliplake
+from mliplake.accounts import Accounts, accounts_url
+from mliplake.client import APIError, Client
+
+PRIVATE_KEY = "private_recipe"
+
+
+def frames(path: Path, symbol: str, n: int, key: str | None = None, bad: int = 0) -> Path:
+    with open(path, "w") as f:
+        for i in range(n):
+            extra = f" {key}={i}" if key else ""
+            f.write(f'2\nLattice="6 0 0 0 6 0 0 0 6" Properties=species:S:1:pos:R:3:forces:R:3 '
+                    f'energy={-2.0 - i * 0.01:.5f}{extra} pbc="T T T"\n'
+                    f"{symbol} 0 0 0 0.1 0 0\n{symbol} 1.1 {0.1 * i:.4f} 0 -0.1 0 0\n")
+        for _ in range(bad):  # a frame with 2 atoms declared and 1 given: quarantined
+            f.write("2\nenergy=1 Properties=species:S:1:pos:R:3\nCu 0 0 0\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("api")
+    lake = mliplake.Lake(tmp / "lake")
+    deposit_sample(lake, "mlearn")
+    alice = lake.as_principal(mliplake.access.Principal.user("alice", roles=["depositor"]))
+    priv = alice.deposit([frames(tmp / "priv.xyz", "Cu", 5, key=PRIVATE_KEY)],
+                         manifest={"dataset": "secret-cu", "visibility": "private", "groups": ["g1"],
+                                   "submitter": "alice@example.org"})
+    acc = Accounts(accounts_url(lake.settings, lake))
+    acc.add_group("g1", actor="test")
+    acc.add_user("alice", roles=["depositor"], actor="test")
+    acc.add_user("bob", actor="test")
+    acc.add_user("carol", groups=["g1"], actor="test")
+    acc.add_user("root", roles=["admin"], actor="test")
+    tokens = {name: acc.create_token(name, scope="write", actor="test")[1] for name in ("alice", "bob", "carol", "root")}
+    tokens["alice-read"] = acc.create_token("alice", scope="read", actor="test")[1]
+    acc.close()
+    proc, url = start_api(tmp / "lake", {"MLIPLAKE_API_BURST": "100000", "MLIPLAKE_API_RATE": "100000",
+                                         "MLIPLAKE_API_MAX_BODY": str(256 << 10)})
+    ids = [r[0] for r in lake.sql("SELECT config_id FROM configurations WHERE dataset = 'secret-cu'").fetchall()]
+    yield {"lake": lake, "url": url, "tokens": tokens, "tmp": tmp, "priv_deposit": priv.deposit_id,
+           "priv_ids": ids, "proc": proc}
+    stop(proc)
+
+
+def client(world, who: str | None = None, **kw) -> Client:
+    return Client(world["url"], token=world["tokens"][who] if who else "", progress=False, **kw)
+
+
+# ------------------------------------------------------------------ access: every route, every caller
+
+
+def _get_routes(url: str) -> list[str]:
+    spec = httpx.get(url + "/api/openapi.json").json()
+    return [p for p, ops in spec["paths"].items() if "get" in ops]
+
+
+def _fill(path: str, world) -> list[str]:
+    """Concrete URLs for a route: its parameters set to the private dataset's names and ids."""
+    subs = {"{name}": "secret-cu", "{deposit_id}": world["priv_deposit"], "{config_id}": world["priv_ids"][0],
+            "{mid}": "m-none", "{upload_id}": "0" * 32, "{path}": "priv.xyz", "{name_}": "x"}
+    out = path
+    for k, v in subs.items():
+        out = out.replace(k, v)
+    if "{" in out:
+        out = re.sub(r"\{[^}]+\}", "x", out)
+    extra = {"/api/v1/search": ["?filter=elements HAS \"Cu\"&columns=id,dataset,info"],
+             "/api/v1/count": ["?filter=elements HAS \"Cu\""],
+             "/api/v1/export": ["?filter=elements HAS \"Cu\""],
+             "/api/v1/summary": ["?keys=info." + PRIVATE_KEY],
+             "/api/v1/catalogue": ["?elements=Cu"],
+             "/api/v1/configurations/{config_id}": ["?format=json", "?format=extxyz"]}
+    return [out + q for q in extra.get(path, [""])]
+
+
+def _leaks(text: str, world, asked: str = "", status: int = 200) -> list[str]:
+    """Marks of the private dataset in a response (an answer may echo what the caller asked for)."""
+    marks = ["secret-cu", world["priv_deposit"], PRIVATE_KEY, "alice@example.org", *world["priv_ids"]]
+    return [m for m in marks if m in text and m not in asked]
+
+
+@pytest.mark.parametrize("who", [None, "bob"])
+def test_no_get_route_shows_private_data_to_others(world, who):
+    headers = {"Authorization": f"Bearer {world['tokens'][who]}"} if who else {}
+    routes = _get_routes(world["url"])
+    assert len(routes) >= 15  # the walk covers the API as it grows: every GET route in the spec
+    walked = 0
+    for route in routes:
+        for u in _fill(route, world):
+            r = httpx.get(world["url"] + u, headers=headers, timeout=60)
+            assert r.status_code < 500, (u, r.text[:500])
+            assert not _leaks(r.text, world, u, r.status_code), (u, r.status_code, _leaks(r.text, world))
+            walked += 1
+    for u in ["/optimade/v1/structures?filter=elements HAS \"Cu\"", f"/optimade/v1/structures/{world['priv_ids'][0]}"]:
+        r = httpx.get(world["url"] + u, headers=headers, timeout=60)
+        assert r.status_code < 500 and not _leaks(r.text, world, u, r.status_code), (u, r.text[:300])
+    post = [("/api/v1/search", {"filter": "", "ids": world["priv_ids"]}),
+            ("/api/v1/sql", {"query": "SELECT * FROM configurations WHERE dataset = 'secret-cu'"}),
+            ("/api/v1/sql", {"query": "SELECT * FROM deposits"}),
+            ("/api/v1/export", {"ids": world["priv_ids"]})]
+    for u, body in post:
+        r = httpx.post(world["url"] + u, json=body, headers=headers, timeout=60)
+        assert r.status_code < 500 and not _leaks(r.text, world), (u, _leaks(r.text, world))
+    assert walked >= 20
+
+
+def test_owner_and_group_member_see_the_private_dataset(world):
+    for who in ("alice", "carol", "root"):
+        c = client(world, who)
+        assert "secret-cu" in {d["dataset"] for d in c.datasets()}, who
+        assert c.count('dataset = "secret-cu"') == 5
+    assert client(world, "bob").count('dataset = "secret-cu"') == 0
+    # the submitter's e-mail: the owner sees it, a group member does not
+    assert "alice@example.org" in httpx.get(world["url"] + f"/api/v1/deposits/{world['priv_deposit']}",
+                                            headers={"Authorization": f"Bearer {world['tokens']['alice']}"}).text
+    assert "alice@example.org" not in httpx.get(world["url"] + f"/api/v1/deposits/{world['priv_deposit']}",
+                                                headers={"Authorization": f"Bearer {world['tokens']['carol']}"}).text
+
+
+# ------------------------------------------------------------------ reading
+
+
+def test_cursor_pages_visit_every_row_once_in_a_stable_order(world):
+    c = client(world)
+    seen = []
+    pages = 0
+    for page in c.pages("nsites > 0", columns=["id", "dataset", "nsites"], page_size=17):
+        seen += [(r["dataset"], r["id"]) for r in page]
+        pages += 1
+    assert len(seen) == len(set(seen)) == c.count("nsites > 0") == 239
+    assert seen == sorted(seen) and pages == 15
+    # a GET page's links.next is a URL that continues where it stopped
+    first = httpx.get(world["url"] + "/api/v1/search", params={"filter": "nsites > 0", "limit": 100}).json()
+    nxt = httpx.get(first["links"]["next"]).json()
+    assert nxt["data"][0]["id"] > first["data"][-1]["id"] and first["meta"]["data_returned"] == 239
+
+
+def test_structure_formats_round_trip_through_ase(world):
+    from ase.io import read
+
+    lake = world["lake"]
+    cid, energy = lake.sql("SELECT config_id, energy FROM configurations WHERE dataset = 'mlearn-si' "
+                           "ORDER BY config_id LIMIT 1").fetchone()
+    c = client(world)
+    row = c.configuration(cid)
+    assert row["config_id"] == cid and row["energy"] == pytest.approx(energy)
+    for fmt, ase_fmt in (("extxyz", "extxyz"), ("cif", "cif"), ("poscar", "vasp")):
+        atoms = read(io.StringIO(c.configuration(cid, fmt)), format=ase_fmt)
+        assert len(atoms) == row["nsites"] and set(atoms.get_chemical_symbols()) == {"Si"}, fmt
+    assert read(io.StringIO(c.configuration(cid, "extxyz")), format="extxyz").get_potential_energy() == \
+        pytest.approx(energy)
+
+
+def test_export_downloads_every_matching_frame_mace_ready(world, tmp_path):
+    from ase.io import read
+
+    c = client(world)
+    n = c.export('elements HAS "Si" AND nsites > 60', tmp_path / "si.xyz")
+    frames_ = read(tmp_path / "si.xyz", index=":")
+    assert n == len(frames_) == c.count('elements HAS "Si" AND nsites > 60') > 100
+    assert all("REF_energy" in a.info and "REF_forces" in a.arrays for a in frames_)
+    c.export('elements HAS "Si"', tmp_path / "si.parquet", format="parquet")
+    t = pq.read_table(tmp_path / "si.parquet")
+    assert t.num_rows == 239 and t.column("config_id").to_pylist() == sorted(t.column("config_id").to_pylist())
+
+
+def test_a_download_broken_off_resumes_after_the_last_complete_frame(world, tmp_path):
+    port = int(world["url"].rsplit(":", 1)[1])
+    proxy = CuttingProxy(port, b"POST /api/v1/export", after=300_000, cuts=2)
+    try:
+        c = Client(proxy.url, progress=False)
+        n = c.export('elements HAS "Si"', tmp_path / "si.xyz")
+    finally:
+        proxy.close()
+    assert proxy.cut == 2  # the connection really broke, twice
+    ids = re.findall(r"mliplake_config_id=(\w+)", (tmp_path / "si.xyz").read_text())
+    assert n == len(ids) == len(set(ids)) == 239  # nothing lost, nothing twice
+
+
+def test_untrusted_sql_and_errors_are_problem_documents(world):
+    c = client(world)
+    assert c.sql("SELECT count(*) AS n FROM configurations").column("n").to_pylist() == [239]
+    cases = [
+        ("GET", "/api/v1/search?filter=nsites >> 3", 400, "column"),
+        ("GET", "/api/v1/search?columns=enrgy", 400, "energy"),
+        ("GET", "/api/v1/search?limit=100000", 400, "limit"),
+        ("GET", "/api/v1/search?cursor=%%%", 400, "cursor"),
+        ("POST", "/api/v1/sql", 400, ""),
+        ("GET", "/api/v1/configurations/nope", 404, "nope"),
+        ("GET", "/api/v1/deposits/../../etc/passwd", 404, ""),
+        ("GET", "/api/v1/leaderboard?sort=drop table", 400, "sort"),
+    ]
+    for method, path, status, word in cases:
+        kw = {"json": {"query": "SELECT * FROM read_text('/etc/passwd')"}} if method == "POST" else {}
+        r = httpx.request(method, world["url"] + path, **kw)
+        assert r.status_code == status, (path, r.status_code, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json"), path
+        doc = r.json()
+        assert doc["status"] == status and word in doc["detail"], (path, doc)
+        assert "Traceback" not in r.text
+    big = httpx.post(world["url"] + "/api/v1/search", json={"ids": ["x" * 64] * 10_000})
+    assert big.status_code == 413 and "uploads" in big.json()["detail"]
+    bad = httpx.get(world["url"] + "/api/v1/count", headers={"Authorization": "Bearer mlk_wrong"})
+    assert bad.status_code == 401 and bad.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_docs_and_openapi_are_served_by_the_app_itself(world):
+    html = httpx.get(world["url"] + "/api/docs").text
+    refs = re.findall(r'(?:src|href)="([^"]+)"', html) + re.findall(r"url: '([^']+)'", html)
+    assert refs and all(r.startswith("/") for r in refs), refs  # nothing from a CDN
+    for ref in refs:
+        assert httpx.get(world["url"] + ref).status_code == 200, ref
+    spec = httpx.get(world["url"] + "/api/openapi.json").json()
+    assert {"/api/v1/search", "/api/v1/export", "/api/v1/uploads", "/api/v1/deposits"} <= set(spec["paths"])
+
+
+# ------------------------------------------------------------------ depositing
+
+
+def test_deposit_over_http_reaches_stored_and_the_owner_sees_the_quarantine(world, tmp_path):
+    alice = client(world, "alice")
+    f = frames(tmp_path / "new.xyz", "Ge", 7, bad=1)
+    status = alice.deposit([f], manifest={"dataset": "alice-ge", "license": "CC-BY-4.0", "visibility": "private"})
+    assert status["status"] == "partly quarantined", status
+    assert status["report"]["stored"] == 7 and status["report"]["quarantined"] == 1
+    dep = status["deposit_id"]
+    q = alice.quarantine(dep)
+    assert len(q) == 1 and "new.xyz" in q[0]["source_file"] and q[0]["frame_index"] == 7
+    # the raw file is kept byte for byte and only its owner reaches it
+    raw = httpx.get(world["url"] + f"/api/v1/deposits/{dep}/files/new.xyz",
+                    headers={"Authorization": f"Bearer {world['tokens']['alice']}"})
+    assert raw.status_code == 200 and raw.content == f.read_bytes()
+    assert httpx.get(world["url"] + f"/api/v1/deposits/{dep}/files/new.xyz").status_code == 404
+    assert client(world, "bob").count('dataset = "alice-ge"') == 0
+    assert alice.count('dataset = "alice-ge"') == 7
+    # the owner publishes it: everyone sees it at once
+    alice.set_visibility("alice-ge", "public")
+    assert client(world).count('dataset = "alice-ge"') == 7
+    with pytest.raises(APIError) as e:
+        client(world, "bob").set_visibility("alice-ge", "private")
+    assert e.value.status == 403
+
+
+def test_an_upload_broken_off_resumes_where_the_server_stopped(world, tmp_path):
+    f = frames(tmp_path / "big.xyz", "Sn", 3000)
+    port = int(world["url"].rsplit(":", 1)[1])
+    proxy = CuttingProxy(port, b"PATCH /api/v1/uploads", after=100_000, cuts=2, side="request")
+    try:
+        c = Client(proxy.url, token=world["tokens"]["alice"], progress=False)
+        status = c.deposit([f], manifest={"dataset": "alice-sn"})
+    finally:
+        proxy.close()
+    assert proxy.cut == 2
+    assert status["status"] == "stored" and status["report"]["stored"] == 3000
+    raw = client(world, "alice").request("GET", f"/api/v1/deposits/{status['deposit_id']}/files/big.xyz")
+    assert raw.content == f.read_bytes()
+
+
+def test_archives_unpack_safely(world, tmp_path):
+    alice = client(world, "alice")
+    good = tmp_path / "runs.zip"
+    with zipfile.ZipFile(good, "w") as z:
+        z.write(frames(tmp_path / "a.xyz", "Pb", 3), "run1/data.xyz")
+        z.write(frames(tmp_path / "b.xyz", "Bi", 4), "run2/data.xyz")  # same name, other folder: both kept
+    status = alice.deposit([good], manifest={"dataset": "alice-pb"})
+    assert status["status"] == "stored" and status["report"]["stored"] == 7
+    files = alice._get(f"/api/v1/deposits/{status['deposit_id']}/files")["data"]
+    assert sorted(x["path"] for x in files) == ["run1/data.xyz", "run2/data.xyz"]
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("../../outside.xyz", (tmp_path / "a.xyz").read_text())
+    with pytest.raises(APIError) as e:
+        alice.deposit([evil], manifest={"dataset": "alice-evil"})
+    assert e.value.status == 400 and "outside" in str(e.value)
+    assert not list(world["tmp"].rglob("outside.xyz"))
+
+
+def test_deposits_need_a_write_token_and_a_depositor(world, tmp_path):
+    f = frames(tmp_path / "x.xyz", "Ag", 2)
+    for who, status in ((None, 401), ("alice-read", 403), ("bob", 403)):
+        with pytest.raises(APIError) as e:
+            Client(world["url"], token=world["tokens"][who] if who else "", progress=False, retries=0).upload(f)
+        assert e.value.status == status, who
+    r = httpx.post(world["url"] + "/api/v1/deposits", json={"uploads": ["0" * 32], "manifest": {"dataset": "x"}},
+                   headers={"Authorization": f"Bearer {world['tokens']['alice']}"})
+    assert r.status_code == 404  # an upload that is not the caller's does not exist for them
+    r = httpx.post(world["url"] + "/api/v1/deposits", json={"uploads": [], "manifest": {"dataset": "bad name!"}},
+                   headers={"Authorization": f"Bearer {world['tokens']['alice']}"})
+    assert r.status_code in (400, 422) and r.json()["detail"]
+
+
+# ------------------------------------------------------------------ limits
+
+
+def test_rate_limit_answers_429_with_retry_after_and_the_client_waits(tmp_path):
+    lake = mliplake.Lake(tmp_path / "lake")
+    deposit_sample(lake, "mlearn")
+    proc, url = start_api(tmp_path / "lake", {"MLIPLAKE_API_RATE": "1", "MLIPLAKE_API_BURST": "3"})
+    try:
+        codes = [httpx.get(url + "/api/v1/count").status_code for _ in range(5)]
+        assert codes[:3] == [200, 200, 200] and 429 in codes[3:]
+        r = httpx.get(url + "/api/v1/count")
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        assert "per second" in r.json()["detail"]
+        assert Client(url, progress=False).count() == 239  # backs off as told, then succeeds
+    finally:
+        stop(proc)
+
+
+def test_client_reports_problems_by_name(world):
+    with pytest.raises(APIError) as e:
+        client(world).count("nsites >")
+    assert e.value.status == 400 and "ends too early" in str(e.value) and "^" in str(e.value)  # where it went wrong
+    assert e.value.problem["title"] == "Bad filter"
