@@ -330,3 +330,29 @@ def test_client_reports_problems_by_name(world):
         client(world).count("nsites >")
     assert e.value.status == 400 and "ends too early" in str(e.value) and "^" in str(e.value)  # where it went wrong
     assert e.value.problem["title"] == "Bad filter"
+
+
+def test_the_command_line_goes_through_the_api_with_server(world, tmp_path):
+    from click.testing import CliRunner
+
+    from mliplake.cli import main
+
+    run = CliRunner()
+    env = {"MLIPLAKE_SERVER": world["url"], "MLIPLAKE_TOKEN": world["tokens"]["carol"],
+           "MLIPLAKE_LAKE": str(tmp_path / "no-lake-here")}  # nothing is read from a lake on this machine
+    out = run.invoke(main, ["search", "--count", 'dataset = "secret-cu"'], env=env)
+    assert out.exit_code == 0 and out.output.strip() == "5", out.output  # carol is in g1
+    out = run.invoke(main, ["--server", world["url"], "search", "--count", 'dataset = "secret-cu"'],
+                     env={"MLIPLAKE_TOKEN": ""})
+    assert out.output.strip() == "0"  # anonymous
+    out = run.invoke(main, ["export", "-f", "nsites > 60", "-o", str(tmp_path / "x.xyz")], env=env)
+    assert out.exit_code == 0 and out.output.startswith("226 configurations"), out.output
+    out = run.invoke(main, ["summary", "-k", "energy_per_atom", "-f", 'elements HAS "Si"'], env=env)
+    assert out.exit_code == 0 and "energy_per_atom" in out.output and "239" in out.output, out.output
+    f = frames(tmp_path / "cli.xyz", "Zn", 3)
+    out = run.invoke(main, ["deposit", str(f), "-d", "alice-zn"], env=env | {"MLIPLAKE_TOKEN": world["tokens"]["alice"]})
+    assert out.exit_code == 0 and "stored" in out.output and "stored 3" in out.output, out.output
+    out = run.invoke(main, ["maintain"], env=env)
+    assert out.exit_code != 0 and "not through --server" in out.output
+    out = run.invoke(main, ["search", "nsites >"], env=env)
+    assert out.exit_code == 1 and "Bad filter" in out.output and "Traceback" not in out.output

@@ -258,3 +258,41 @@ def test_failed_slurm_job_fails_the_asset_and_names_its_output(local_slurm, tmp_
     err = result.get_step_failure_events()[0].event_specific_data.error.cause
     assert err.cls_name == "SlurmError" and "ended FAILED" in err.message and f"{tmp_path}/slurm-" in err.message
     assert "boom" in (tmp_path / "train.log").read_text()
+
+
+def test_the_api_serves_models_leaderboard_lineage_and_predictions(trained):
+    import io
+
+    import httpx
+    from ase.build import bulk
+    from ase.io import write
+    from support import start_api, stop
+
+    lake = trained["lake"]
+    (card,) = ml.models(lake)
+    atoms = next(lake.atoms(filter='dataset = "rmd17-ethanol"'))
+    calc = mliplake.load_calculator(card["model_id"], lake)
+    expected = atoms.copy()
+    expected.calc = calc
+    proc, url = start_api(lake.root, {"MLIPLAKE_WORKDIR": str(trained["work"])})
+    try:
+        c = mliplake.Client(url, progress=False)
+        board = c.leaderboard(sort="forces_mae")
+        assert [r["model_id"] for r in board] == [card["model_id"]] and board[0]["forces_mae"] > 0
+        assert c.model(card["model_id"])["benchmarks"][0]["benchmark"] == "held-out-test"
+        lineage = c.lineage(card["model_id"])
+        assert lineage["config_ids"] == ml.lineage(lake, card["model_id"])["config_ids"] != []
+        buf = io.StringIO()
+        write(buf, atoms, format="extxyz")
+        out = c.predict(card["model_id"], buf.getvalue())
+        assert out["energy"] == pytest.approx(expected.get_potential_energy(), rel=1e-6)
+        assert np.allclose(out["forces"], expected.get_forces(), atol=1e-6)
+        relaxed = c.predict(card["model_id"], buf.getvalue(), relax=True)
+        assert len(relaxed["trajectory"]) >= 2 and relaxed["energy"] <= out["energy"] + 1e-9
+        poscar = io.StringIO()
+        write(poscar, bulk("Si", "diamond", a=5.43), format="vasp")
+        r = httpx.post(url + "/api/v1/predict", json={"model": card["model_id"], "structure": poscar.getvalue()})
+        assert r.status_code == 422 and "Si" in r.json()["detail"] and r.json()["unsupported"] == ["Si"]
+        assert httpx.get(url + f"/api/v1/models/{card['model_id']}/file").content[:2] == b"PK"  # a torch zip
+    finally:
+        stop(proc)

@@ -61,18 +61,56 @@ OUT_FILE = click.Path(dir_okay=False, path_type=Path)
 @click.group(cls=_Main)
 @click.option("--lake", "lake_url", default=None, metavar="URL",
               help="Lake location: a folder or s3://bucket/prefix (default: $MLIPLAKE_LAKE or ./lake).")
+@click.option("--server", default=None, envvar="MLIPLAKE_SERVER", metavar="URL",
+              help="Go through an mliplake service's API instead of a lake (default: $MLIPLAKE_SERVER); "
+                   "the token comes from $MLIPLAKE_TOKEN.")
 @click.pass_context
-def main(ctx: click.Context, lake_url: str | None) -> None:
+def main(ctx: click.Context, lake_url: str | None, server: str | None) -> None:
     """mliplake: a lakehouse for machine-learnt interatomic potentials."""
     from .settings import Settings
 
     settings = Settings()  # one command, one reading of the environment, passed down
     ctx.meta["settings"] = settings
+    ctx.meta["server"] = server
     ctx.obj = lake_url or settings.lake
 
 
 def _lake(ctx: click.Context) -> Lake:
+    root = ctx.find_root()
+    if root.meta.get("server") and ctx.command.name not in REMOTE:
+        raise click.ClickException(f"`mliplake {ctx.command.name}` works on a lake, not through --server "
+                                   f"(through the API: {', '.join(sorted(REMOTE))})")
     return Lake(ctx.obj, settings=ctx.meta.get("settings"))
+
+
+#: commands that go through the API when --server (or $MLIPLAKE_SERVER) is given
+REMOTE = {"deposit", "deposits", "datasets", "quarantine", "sql", "search", "catalog", "keys", "summary", "export"}
+
+
+def _remote(ctx: click.Context) -> Any:
+    """The API client when --server is given, else None."""
+    url = ctx.find_root().meta.get("server")
+    if not url:
+        return None
+    from .client import Client
+
+    return Client(url, progress=None)
+
+
+def _api_errors(fn: Any) -> Any:
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kw: Any) -> Any:
+        from .client import APIError
+
+        try:
+            return fn(*args, **kw)
+        except APIError as e:
+            raise click.ClickException(str(e)) from None
+        except ConnectionError as e:
+            raise click.ClickException(f"the service cannot be reached: {e}") from None
+    return wrapper
 
 
 @main.command()
@@ -88,6 +126,9 @@ def _lake(ctx: click.Context) -> Lake:
 def deposit(ctx: click.Context, paths: tuple[Path, ...], dataset: str | None, manifest: Path | None,
             as_json: bool, replace: bool) -> None:
     """Deposit files (extxyz, JSON records, anything ASE reads) into a dataset."""
+    if (client := _remote(ctx)) is not None:
+        _deposit_remote(client, paths, dataset, manifest, as_json)
+        return
     try:
         report = _lake(ctx).deposit(list(paths), dataset=dataset, manifest=manifest, progress=None, replace=replace)
     except (DepositError, ManifestError) as e:
@@ -102,18 +143,41 @@ def deposit(ctx: click.Context, paths: tuple[Path, ...], dataset: str | None, ma
         sys.exit(1 if report.stored == 0 else 0)
 
 
+@_api_errors
+def _deposit_remote(client: Any, paths: tuple[Path, ...], dataset: str | None, manifest: Path | None,
+                    as_json: bool) -> None:
+    status = client.deposit(list(paths), manifest=manifest, dataset=dataset)
+    if as_json:
+        click.echo(json.dumps(status, indent=1, default=str))
+    else:
+        r = status.get("report") or {}
+        click.echo(f"deposit {status.get('deposit_id', status['id'])} -> dataset {r.get('dataset', dataset or '?')}: "
+                   f"{status['status']}")
+        if r:
+            click.echo(f"  frames read {r.get('frames_read')}, stored {r.get('stored')}, duplicates "
+                       f"{r.get('duplicates')}, quarantined {r.get('quarantined')}")
+        if status.get("error"):
+            click.echo(f"  error: {status['error']}")
+    if status["status"] not in ("stored",):
+        sys.exit(1 if not (status.get("report") or {}).get("stored") else 0)
+
+
 @main.command()
 @click.pass_context
+@_api_errors
 def deposits(ctx: click.Context) -> None:
     """List deposits."""
-    click.echo(table(_lake(ctx).deposits()))
+    client = _remote(ctx)
+    click.echo(table(client.deposits() if client else _lake(ctx).deposits()))
 
 
 @main.command()
 @click.pass_context
+@_api_errors
 def datasets(ctx: click.Context) -> None:
     """List datasets with their sizes, elements and labels."""
-    click.echo(table(_lake(ctx).datasets(), ["dataset", "deposits", "configurations", "atoms", "quarantined",
+    client = _remote(ctx)
+    click.echo(table(client.datasets() if client else _lake(ctx).datasets(), ["dataset", "deposits", "configurations", "atoms", "quarantined",
                                               "elements", "labels", "license", "title"]))
 
 
@@ -122,6 +186,9 @@ def datasets(ctx: click.Context) -> None:
 @click.pass_context
 def quarantine(ctx: click.Context, deposit_id: str) -> None:
     """Show the rejected frames of a deposit (id or unique prefix) with their reasons."""
+    if (client := _remote(ctx)) is not None:
+        _api_errors(lambda: click.echo(table(client.quarantine(deposit_id), ["source_file", "frame_index", "detail"])))()
+        return
     lake = _lake(ctx)
     try:
         rec = lake.record(deposit_id)
@@ -170,6 +237,9 @@ def sql(ctx: click.Context, query: str, fmt: str, out: Path | None, untrusted: b
     """Run SQL over the views: configurations, datasets, deposits, quarantine, keys."""
     if not query.strip():
         raise click.BadParameter("the query is empty", param_hint="QUERY")
+    if (client := _remote(ctx)) is not None:  # the API runs every query sandboxed
+        _api_errors(lambda: _emit(client.sql(query), fmt, out))()
+        return
     lake = _lake(ctx)
     if untrusted:
         _emit(lake.sql(query, untrusted=True), fmt, out)
@@ -192,6 +262,9 @@ def search(ctx: click.Context, filter: str, limit: int, columns: str | None, as_
     """Configurations matching a filter (OPTIMADE filter language, see docs/query.md)."""
     from .search import SearchError, engine_for
 
+    if (client := _remote(ctx)) is not None:
+        _api_errors(_search_remote)(client, filter, limit, columns, as_json, only_count)
+        return
     lake = _lake(ctx)
     engine = engine_for(lake)  # OpenSearch when $MLIPLAKE_OPENSEARCH_URL is set, DuckDB otherwise
     try:
@@ -203,6 +276,20 @@ def search(ctx: click.Context, filter: str, limit: int, columns: str | None, as_
         tab = engine.search(filter, columns=cols, limit=limit)
     except SearchError as e:
         raise click.ClickException(str(e)) from None
+    if as_json:
+        click.echo(json.dumps({"count": n, "rows": tab.to_pylist()}, indent=1, default=str))
+        return
+    click.echo(f"{n} configurations" + (f" (first {tab.num_rows})" if n > tab.num_rows else ""))
+    click.echo(table(tab.to_pylist(), tab.column_names))
+
+
+def _search_remote(client: Any, filter: str, limit: int, columns: str | None, as_json: bool, only_count: bool) -> None:
+    n = client.count(filter)
+    if only_count:
+        click.echo(n)
+        return
+    cols = [c.strip() for c in columns.split(",")] if columns else None
+    tab = client.search(filter, columns=cols, limit=limit)
     if as_json:
         click.echo(json.dumps({"count": n, "rows": tab.to_pylist()}, indent=1, default=str))
         return
@@ -224,7 +311,12 @@ def catalog(ctx: click.Context, text: str, elements: str | None, mode: str, lice
     from . import catalog_search
 
     wanted = [e.strip() for e in elements.split(",")] if elements else None
-    r = catalog_search.search(_lake(ctx), text, wanted, mode, license_, sort)
+    if (client := _remote(ctx)) is not None:
+        out = _api_errors(client.catalogue)(text, wanted, mode)
+        r = catalog_search.CatalogueResult(out["meta"]["data_returned"], out["data"],
+                                           {k: [tuple(x) for x in v] for k, v in out["meta"]["facets"].items()})
+    else:
+        r = catalog_search.search(_lake(ctx), text, wanted, mode, license_, sort)
     click.echo(f"{r.total} datasets")
     click.echo(table(r.datasets, ["dataset", "title", "configurations", "elements", "properties", "license",
                                   "quality_score"]))
@@ -298,7 +390,8 @@ def reconcile(ctx: click.Context) -> None:
 @click.pass_context
 def keys(ctx: click.Context) -> None:
     """Every key in the lake: category, dtype, unit, how many configurations carry it, in which datasets."""
-    click.echo(table(_lake(ctx).keys().to_pylist()))
+    client = _remote(ctx)
+    click.echo(table(_api_errors(client.keys)() if client else _lake(ctx).keys().to_pylist()))
 
 
 PLOT_SUFFIXES = (".png", ".svg", ".pdf", ".html")
@@ -321,7 +414,10 @@ def summary(ctx: click.Context, filter_: str, keys_: tuple[str, ...], plot: Path
     """Counts, statistics, value counts, element counts and histograms, computed inside DuckDB."""
     from . import stats
 
-    s = stats.summarise(_lake(ctx), filter_, list(keys_) or None, bins=bins)
+    if (client := _remote(ctx)) is not None:
+        s = stats.from_dict(_api_errors(client.summary)(filter_, list(keys_) or None, bins))
+    else:
+        s = stats.summarise(_lake(ctx), filter_, list(keys_) or None, bins=bins)
     click.echo(stats.text(s), nl=False)
     if plot:
         stats.plot(s, str(plot))
@@ -338,6 +434,10 @@ def export(ctx: click.Context, filter_: str, fmt: str, out: Path, original_keys:
     """Write matching configurations to extxyz (MACE-ready) or Parquet, streaming, with a manifest beside."""
     from .export import export as run
 
+    if (client := _remote(ctx)) is not None:
+        n = _api_errors(client.export)(filter_, out, format=fmt, original_keys=original_keys)
+        click.echo(f"{n} configurations -> {out}")
+        return
     n = run(_lake(ctx), filter_, out, format=fmt, original_keys=original_keys, progress=None)
     click.echo(f"{n} configurations -> {out} (manifest: {out}.manifest.yaml)")
 

@@ -38,6 +38,15 @@ class Summary:
     elements: list[tuple[str, int]]
 
 
+def from_dict(d: dict[str, Any]) -> Summary:
+    """A :class:`Summary` back from its JSON form (what the API returns)."""
+    numeric = [NumericStats(**(n | {"quantiles": {float(q): v for q, v in (n.get("quantiles") or {}).items()},
+                                    "histogram": [tuple(b) for b in n.get("histogram") or []]}))
+               for n in d.get("numeric", [])]
+    categorical = {k: [tuple(x) for x in v] for k, v in (d.get("categorical") or {}).items()}
+    return Summary(d.get("filter", ""), d["count"], numeric, categorical, [tuple(e) for e in d.get("elements", [])])
+
+
 def _key_expr(key: str) -> tuple[str, str]:
     """SQL expression and kind (number | string | json) for a summary key: a field or info.<key>."""
     f = filters.field_named(key)
