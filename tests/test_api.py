@@ -356,3 +356,34 @@ def test_the_command_line_goes_through_the_api_with_server(world, tmp_path):
     assert out.exit_code != 0 and "not through --server" in out.output
     out = run.invoke(main, ["search", "nsites >"], env=env)
     assert out.exit_code == 1 and "Bad filter" in out.output and "Traceback" not in out.output
+
+
+@pytest.mark.xdist_group("dagster")
+def test_http_deposits_go_through_dagster_when_it_runs_the_inbox(tmp_path):
+    """api_ingest = dagster: the API only puts the deposit into the inbox; the sensor's run ingests it."""
+    import dagster as dg
+
+    from pipelines.definitions import defs
+    from pipelines.defs.resources import LakeResource
+    from pipelines.demo import run_inbox
+
+    lake = mliplake.Lake(tmp_path / "lake")
+    acc = Accounts(accounts_url(lake.settings, lake))
+    acc.add_user("dora", roles=["depositor"], actor="test")
+    token = acc.create_token("dora", scope="write", actor="test")[1]
+    acc.close()
+    proc, url = start_api(tmp_path / "lake", {"MLIPLAKE_API_INGEST": "dagster"})
+    try:
+        c = Client(url, token=token, progress=False)
+        status = c.deposit([frames(tmp_path / "d.xyz", "Ti", 4)], manifest={"dataset": "dora-ti",
+                                                                           "visibility": "private"}, wait=False)
+        assert c.status(status["id"])["status"] == "received"  # nobody has taken it yet
+        with dg.instance_for_test() as instance:
+            runs = run_inbox(defs, instance, {"lake": LakeResource(url=lake.url)})
+        assert len(runs) == 1
+        done = c.status(status["id"])
+        assert done["status"] == "stored" and done["report"]["stored"] == 4, done
+        assert c.count('dataset = "dora-ti"') == 4 and Client(url, progress=False).count('dataset = "dora-ti"') == 0
+        assert lake.policy("dora-ti").owner == "dora"  # the account owns what it deposited, whoever ingested it
+    finally:
+        stop(proc)
