@@ -731,6 +731,16 @@ def users_list(ctx: click.Context) -> None:
                       for r in rows], ["name", "roles", "groups", "email", "disabled", "created_at"]))
 
 
+@users.command("audit")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--target", default=None, help="Only changes to this user, group or token.")
+@click.pass_context
+def users_audit(ctx: click.Context, limit: int, target: str | None) -> None:
+    """Changes to users, groups and tokens, newest first: when, who, what."""
+    rows = _accounts(ctx).audit(limit, target)
+    click.echo(table([r | {"at": _when(r["at"]), "detail": json.dumps(r["detail"], default=str)} for r in rows]))
+
+
 @users.command("disable")
 @click.argument("name")
 @click.pass_context
