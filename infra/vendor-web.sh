@@ -17,3 +17,4 @@ fetch() {  # fetch PACKAGE@VERSION DIR FILE...
 }
 
 fetch swagger-ui-dist@5.35.0 swagger-ui swagger-ui-bundle.js swagger-ui.css LICENSE NOTICE swagger-ui-bundle.js.LICENSE.txt
+fetch 3dmol@2.5.5 3dmol build/3Dmol-min.js build/3Dmol-min.js.LICENSE.txt LICENSE
