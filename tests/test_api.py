@@ -9,30 +9,18 @@ from __future__ import annotations
 import io
 import re
 import zipfile
-from pathlib import Path
 
 import httpx
 import pyarrow.parquet as pq
 import pytest
 from support import CuttingProxy, deposit_sample, start_api, stop
+from support import tiny_frames as frames
 
 import mliplake
 from mliplake.accounts import Accounts, accounts_url
 from mliplake.client import APIError, Client
 
 PRIVATE_KEY = "private_recipe"
-
-
-def frames(path: Path, symbol: str, n: int, key: str | None = None, bad: int = 0) -> Path:
-    with open(path, "w") as f:
-        for i in range(n):
-            extra = f" {key}={i}" if key else ""
-            f.write(f'2\nLattice="6 0 0 0 6 0 0 0 6" Properties=species:S:1:pos:R:3:forces:R:3 '
-                    f'energy={-2.0 - i * 0.01:.5f}{extra} pbc="T T T"\n'
-                    f"{symbol} 0 0 0 0.1 0 0\n{symbol} 1.1 {0.1 * i:.4f} 0 -0.1 0 0\n")
-        for _ in range(bad):  # a frame with 2 atoms declared and 1 given: quarantined
-            f.write("2\nenergy=1 Properties=species:S:1:pos:R:3\nCu 0 0 0\n")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -7,51 +7,18 @@ that stays invisible, and errors that are OPTIMADE error documents.
 """
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
-from support import deposit_sample, free_port
+from support import deposit_sample, start_api, stop
+from support import tiny_frames as frames
 
 import mliplake
 from mliplake.accounts import Accounts, accounts_url
 from mliplake.server.optimade import compile_filter
 
 PRIVATE = "secret-cu"
-
-
-def frames(path: Path, symbol: str, n: int) -> Path:
-    with open(path, "w") as f:
-        for i in range(n):
-            f.write(f'2\nLattice="6 0 0 0 6 0 0 0 6" Properties=species:S:1:pos:R:3:forces:R:3 '
-                    f'energy={-2.0 - i * 0.01:.5f} pbc="T T T"\n'
-                    f"{symbol} 0 0 0 0.1 0 0\n{symbol} 1.1 {0.1 * i:.4f} 0 -0.1 0 0\n")
-    return path
-
-
-def serve(lake_dir: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = dict(os.environ, MLIPLAKE_LAKE=str(lake_dir), MLIPLAKE_API_RATE="100000", MLIPLAKE_API_BURST="100000")
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "mliplake.server.asgi:app", "--host", "127.0.0.1",
-                             "--port", str(port), "--log-level", "warning"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited: {proc.stderr.read()[-3000:]}")
-        try:
-            if httpx.get(url + "/api/v1/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("the server did not start in time")
 
 
 @pytest.fixture(scope="module")
@@ -68,14 +35,10 @@ def world(tmp_path_factory):
     acc.close()
     private_ids = [r[0] for r in lake.sql(f"SELECT config_id FROM configurations WHERE dataset = '{PRIVATE}'")
                    .fetchall()]
-    proc, url = serve(tmp / "lake")
+    proc, url = start_api(tmp / "lake", {"MLIPLAKE_API_RATE": "100000", "MLIPLAKE_API_BURST": "100000"})
     with httpx.Client(base_url=url, timeout=60) as http:
         yield {"url": url, "http": http, "token": token, "private_ids": private_ids}
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop(proc)
 
 
 def get(world, path: str, token: str | None = None, **params) -> httpx.Response:

@@ -668,11 +668,11 @@ ENDPOINTS: list[tuple[str, Callable[..., Any], str]] = [
 def make_router() -> APIRouter:
     router = APIRouter(prefix="/optimade", tags=["optimade"], route_class=OptimadeRoute)
     router.add_api_route("/versions", versions, methods=["GET"], summary="OPTIMADE: major versions served",
-                         response_class=PlainTextResponse)
+                         response_class=PlainTextResponse, response_model=None)
     for base in ("/v1", ""):  # versioned and unversioned base URLs serve the same
         for path, fn, summary in ENDPOINTS:
             router.add_api_route(base + path, fn, methods=["GET"], summary=summary, include_in_schema=bool(base),
-                                 response_class=JSONResponse, name=f"optimade{base.replace('/', '_')}{fn.__name__}")
+                                 response_class=JSONResponse, response_model=None, name=f"optimade{base.replace('/', '_')}{fn.__name__}")
     router.add_api_route("/{rest:path}", _elsewhere, methods=["GET"], include_in_schema=False)
     return router
 
