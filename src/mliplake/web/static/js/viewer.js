@@ -60,7 +60,7 @@ export async function structureViewer(container, structure, { label = "3D struct
   } else {
     model = viewer.addModel(xyzText(structure.symbols, structure.positions), "xyz");
   }
-  viewer.setStyle({}, { stick: { radius: 0.14 }, sphere: { scale: 0.28 } });
+  viewer.setStyle({}, { stick: { radius: 0.12 }, sphere: { scale: 0.22 } });
   const shapes = { forces: [], cell: [] };
 
   function drawCell() {
@@ -104,7 +104,7 @@ export async function structureViewer(container, structure, { label = "3D struct
       const p = P[i];
       shapes.forces.push(viewer.addArrow({ start: { x: p[0], y: p[1], z: p[2] },
         end: { x: p[0] + f[0] * scale, y: p[1] + f[1] * scale, z: p[2] + f[2] * scale },
-        radius: 0.07, radiusRatio: 1.8, mid: 0.75, color: "#d62728" }));
+        radius: 0.09, radiusRatio: 1.9, mid: 0.72, color: "#d62728" }));
     });
   }
 

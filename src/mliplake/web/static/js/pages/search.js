@@ -15,7 +15,7 @@ const FIELDS = [
 const WORDS = ["AND", "OR", "NOT", "HAS", "HAS ALL", "HAS ANY", "HAS ONLY", "IS KNOWN", "IS UNKNOWN", "CONTAINS",
   "STARTS WITH", "ENDS WITH", "TRUE", "FALSE"];
 const EXAMPLES = ['elements HAS "Si"', 'elements HAS ALL "C","H","O" AND nsites < 20', "max_force > 5",
-  'info.config_type = "IsolatedAtom"', "has_stress AND energy_per_atom < -5"];
+  'info.config_type = "IsolatedAtom"', "has_stress = TRUE AND energy_per_atom < -5"];
 const COLUMNS = ["id", "dataset", "chemical_formula_reduced", "nsites", "energy_per_atom", "max_force"];
 
 let KEYS = null;
