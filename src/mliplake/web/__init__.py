@@ -14,6 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+# module level, not inside install(): FastAPI resolves the routes' (string) annotations here
+from fastapi import Request
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, Field
+
 STATIC = Path(__file__).resolve().parent / "static"
 
 # only this origin; inline styles are set by scripts (element.style), never inline scripts
@@ -24,12 +29,12 @@ PAGE_HEADERS = {"Content-Security-Policy": CSP, "Cache-Control": "no-cache", "X-
                 "Referrer-Policy": "same-origin"}
 
 
+class SessionBody(BaseModel):
+    token: str = Field(..., min_length=1, max_length=200, description="an API token (mlk_...)")
+
+
 def install(app: Any) -> None:
     """Serve the portal at ``/`` and add the cookie session routes."""
-    from fastapi import Request
-    from fastapi.responses import FileResponse, JSONResponse
-    from pydantic import BaseModel, Field
-
     from ..server.auth import COOKIE
     from ..server.problems import Problem
 
@@ -43,11 +48,8 @@ def install(app: Any) -> None:
     def portal_index() -> FileResponse:
         return portal()
 
-    class SessionBody(BaseModel):
-        token: str = Field(..., min_length=1, max_length=200, description="an API token (mlk_...)")
-
     @app.post("/api/v1/session", tags=["accounts"],
-              summary="Sign the browser in: check a token and keep it in an HttpOnly cookie")
+              summary="Sign the browser in: check a token and keep it in an HttpOnly cookie", response_model=None)
     def sign_in(request: Request, body: SessionBody) -> JSONResponse:
         session = request.app.state.accounts.authenticate(body.token.strip())
         if session is None:
@@ -65,7 +67,8 @@ def install(app: Any) -> None:
                        secure=request.url.scheme == "https")
         return out
 
-    @app.delete("/api/v1/session", tags=["accounts"], summary="Sign the browser out: clear the cookie")
+    @app.delete("/api/v1/session", tags=["accounts"], summary="Sign the browser out: clear the cookie",
+                response_model=None)
     def sign_out(request: Request) -> JSONResponse:
         out = JSONResponse({"data": {"signed_out": True}})
         out.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict", secure=request.url.scheme == "https")
