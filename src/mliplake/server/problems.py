@@ -61,6 +61,9 @@ def _library_errors() -> list[tuple[type[BaseException], int, str]]:
         (SpecError, 422, "Bad specification"),
         (AccountsError, 400, "Bad request"),
         (UploadError, 400, "Upload refused"),
+        # the library's own "no such thing" and "bad argument" (the handler of the most specific class wins)
+        (KeyError, 404, "Not found"),
+        (ValueError, 400, "Bad request"),
     ]
 
 
