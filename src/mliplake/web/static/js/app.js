@@ -77,6 +77,7 @@ export async function refreshWho() {
 
 export async function signOut() {
   await del("session").catch(() => {});
+  localStorage.removeItem("mliplake-deposits"); // this browser's deposit list belongs to the one signed out
   forgetMe();
   await refreshWho();
   announce("Signed out");

@@ -60,3 +60,31 @@ export function bars(rows, { title, width = 420 } = {}) {
   });
   return h("figure", { class: "plot-fig", "data-key": title }, svg, h("figcaption", { text: title }));
 }
+
+/** lines: series [{label, points: [[x, y], ...]}] */
+export function lines(series, { title, xLabel = "", yLabel = "", width = 420, height = 220 } = {}) {
+  const m = { l: 52, r: 12, t: 10, b: 38 };
+  const W = width - m.l - m.r, H = height - m.t - m.b;
+  const pts = series.flatMap((se) => se.points).filter((p) => Number.isFinite(p[0]) && Number.isFinite(p[1]));
+  const x0 = Math.min(...pts.map((p) => p[0])), x1 = Math.max(...pts.map((p) => p[0]));
+  const y0 = Math.min(0, ...pts.map((p) => p[1])), y1 = Math.max(...pts.map((p) => p[1]));
+  const x = (v) => m.l + (x1 > x0 ? ((v - x0) / (x1 - x0)) * W : W / 2);
+  const y = (v) => m.t + H - (y1 > y0 ? ((v - y0) / (y1 - y0)) * H : H / 2);
+  const label = `${title}: ` + series.map((se) => `${se.label} from ${fmt(se.points[0] && se.points[0][1])} to ${fmt(se.points.at(-1) && se.points.at(-1)[1])}`).join("; ");
+  const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label, class: "plot" });
+  svg.append(s("title", { text: label }));
+  for (const t of ticks(y0, y1, 3)) {
+    svg.append(s("line", { x1: m.l, x2: m.l + W, y1: y(t), y2: y(t), class: "grid" }));
+    svg.append(s("text", { x: m.l - 6, y: y(t) + 4, "text-anchor": "end", class: "tick", text: fmt(t, 3) }));
+  }
+  for (const t of ticks(x0, x1, 4)) svg.append(s("text", { x: x(t), y: m.t + H + 16, "text-anchor": "middle", class: "tick", text: fmt(t, 3) }));
+  const colours = ["#4472c4", "#d62728", "#2ca02c", "#9467bd"];
+  series.forEach((se, i) => {
+    svg.append(s("polyline", { points: se.points.map((p) => `${x(p[0])},${y(p[1])}`).join(" "), fill: "none",
+      stroke: colours[i % colours.length], "stroke-width": 2 }));
+    svg.append(s("text", { x: m.l + W - 4, y: m.t + 12 + i * 14, "text-anchor": "end", fill: colours[i % colours.length], text: se.label }));
+  });
+  svg.append(s("line", { x1: m.l, x2: m.l + W, y1: m.t + H, y2: m.t + H, class: "axis" }));
+  svg.append(s("text", { x: m.l + W / 2, y: height - 4, "text-anchor": "middle", class: "axis-label", text: xLabel }));
+  return h("figure", { class: "plot-fig" }, svg, h("figcaption", { text: yLabel ? `${title} (${yLabel})` : title }));
+}
