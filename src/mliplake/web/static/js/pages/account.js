@@ -59,8 +59,8 @@ export async function mine(view) {
     { key: "title", label: "Title" }, { key: "visibility", label: "Visibility", render: (d) => d.visibility === "embargoed" ? `embargoed until ${String(d.embargo_until).slice(0, 10)}` : d.visibility },
     { key: "configurations", label: "Configurations", num: true }, { key: "quarantined", label: "Quarantined", num: true },
     { key: "deposits", label: "Deposits", num: true }];
-  view.append(section("Datasets I own", table(dsCols, owned, { caption: "Owned", empty: "You own no dataset yet.", className: "owned" })));
-  if (shared.length) view.append(section("Shared with me", table(dsCols, shared, { caption: "Private or embargoed datasets shared with you" })));
+  view.append(section("Datasets I own", table(dsCols, owned, { caption: "Owned", empty: "You own no dataset yet.", className: "owned", rowKey: (d) => d.dataset })));
+  if (shared.length) view.append(section("Shared with me", table(dsCols, shared, { caption: "Private or embargoed datasets shared with you", rowKey: (d) => d.dataset })));
   const ownedNames = new Set(owned.map((d) => d.dataset));
   view.append(section("My deposits", table([
     { key: "deposit_id", label: "Deposit", header: true, render: (d) => h("code", { text: d.deposit_id }) },
