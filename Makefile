@@ -8,7 +8,7 @@ LAKE ?= $(CURDIR)/lake
 APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 RUN_ENV := DAGSTER_HOME=$(CURDIR)/dagster_home MLIPLAKE_LAKE=$${MLIPLAKE_LAKE:-$(LAKE)}
 
-.PHONY: demo test lint setup slurm postgres bench ui clean
+.PHONY: demo test lint setup slurm postgres chromium bench ui clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -41,10 +41,17 @@ postgres:
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && { $(APT) postgresql >/dev/null || \
 	    { apt-get update -q >/dev/null && $(APT) postgresql >/dev/null; }; } || echo "PostgreSQL not installed: its tests are skipped"; }
 
+# headless Chromium for the portal's browser tests (Debian's packages; Playwright drives it, and
+# `playwright install` is never run; skipped where not root)
+chromium:
+	@{ command -v chromium && command -v chromedriver; } >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { $(APT) chromium chromium-driver >/dev/null || { apt-get update -q >/dev/null && \
+	    $(APT) chromium chromium-driver >/dev/null; }; } || echo "Chromium not installed: the browser tests are skipped"; }
+
 lint: setup
 	$(BIN)/ruff check src pipelines tests bench
 
-test: setup slurm postgres lint
+test: setup slurm postgres chromium lint
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 bench: setup
