@@ -66,11 +66,14 @@ export async function structureViewer(container, structure, { label = "3D struct
   function drawCell() {
     shapes.cell.forEach((sh) => viewer.removeShape(sh));
     shapes.cell = [];
-    if (!state.cell) return;
-    if (structure.text) {
-      try { viewer.addUnitCell(model, { box: { color: "#555" } }); } catch { /* no cell in the file */ }
+    if (structure.text) { // a file read by 3Dmol: its own unit cell (without the axis arrows, which look like forces)
+      try {
+        viewer.removeUnitCell(model);
+        if (state.cell) viewer.addUnitCell(model, { box: { color: "#555" }, astyle: { hidden: true }, bstyle: { hidden: true }, cstyle: { hidden: true } });
+      } catch { /* no cell in the file */ }
       return;
     }
+    if (!state.cell) return;
     const v = cellVectors(structure.cell);
     if (!v) return;
     const add = (p, q) => [p[0] + q[0], p[1] + q[1], p[2] + q[2]];
