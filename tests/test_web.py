@@ -9,9 +9,10 @@ minutes and test nothing the portal shows).  A model trained on the private data
 registry too.
 
 Every page is opened through a context that routes each request through an allow-list (loopback
-only) and fails on any JavaScript error.  Predictions need a trained MACE model: the predict page
-is tested up to the point where a model is needed (the structure is read and drawn) and the
-server's answer is shown; the prediction itself is left to tests/test_ml.py.
+only) and fails on any JavaScript error.  Predictions need a real MACE model: a tiny one (one epoch
+on 20 silicon frames, one thread) is trained in a background process while the other tests run,
+and the predict test, last, waits for it (it is skipped, saying why, when mace-torch is missing
+or the training fails).
 
 ``MLIPLAKE_WEB_SCREENSHOTS=docs/img pytest tests/test_web.py`` also writes a PNG of every page.
 """
@@ -45,6 +46,7 @@ try:
 except ImportError:  # pragma: no cover - the test extra installs it
     expect = sync_playwright = None
 
+pytestmark = pytest.mark.xdist_group("web")  # one worker: one lake, one server, one browser
 needs_browser = pytest.mark.skipif(
     sync_playwright is None or not Path(CHROMIUM).exists(),
     reason="browser tests need Playwright for Python (pip install playwright) and Debian's chromium "
@@ -126,14 +128,45 @@ def _model(lake, name: str, ts, arch_params: int, hidden: str, epochs: int, seco
     return mid
 
 
-def build_world(tmp: Path) -> dict:
-    """The samples, a private dataset, accounts with tokens, training sets and models."""
+TINY_SET = {"name": "si-tiny", "filter": 'dataset = "mlearn-si" AND nsites < 40', "split": {"method": "random", "seed": 1}}
+TINY_MODEL = {"name": "mace-si-tiny", "training_set": "si-tiny", "max_num_epochs": 1, "batch_size": 4, "device": "cpu",
+              "description": "A tiny MACE (one epoch on 20 silicon frames) to try predictions with."}
+TRAIN = """
+import json, sys
+import mliplake
+from mliplake import ml
+card = ml.train(mliplake.Lake(sys.argv[1]), ml.load_model_spec(json.loads(sys.argv[2])))
+print("MODEL", card["model_id"])
+"""
+
+
+def start_training(tmp: Path):
+    """Train the tiny model in its own process, on one thread, while the browser tests run (None
+    without mace-torch)."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("mace") is None:
+        return None
+
+    env = dict(os.environ, MLIPLAKE_WORKDIR=str(tmp / "work"), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    log = open(tmp / "train.log", "w")
+    return subprocess.Popen([sys.executable, "-c", TRAIN, str(tmp / "lake"), json.dumps(TINY_MODEL)], env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def build_world(tmp: Path, train: bool = False) -> dict:
+    """The samples, a private dataset, accounts with tokens, training sets and models; with
+    ``train``, the tiny model's training starts as soon as its training set exists."""
     from mliplake import catalogue, training
     from mliplake.accounts import Accounts, accounts_url
 
     lake = mliplake.Lake(tmp / "lake")
     for sample in ("mlearn", "rmd17", "3bpa"):
         deposit_sample(lake, sample)
+    training.materialise(lake, training.load_spec(TINY_SET))
+    trainer = start_training(tmp) if train else None
     alice = lake.as_principal(Principal.user("alice", roles=["depositor"]))
     priv = alice.deposit([_frames(tmp / "cu.xyz", "Cu", 6, bad=1)],
                          manifest={"dataset": "secret-cu", "title": "Copper dimers (unpublished)", "visibility": "private",
@@ -160,16 +193,19 @@ def build_world(tmp: Path) -> dict:
     acc.add_user("bob", actor="test")
     tokens = {name: acc.create_token(name, scope="write", actor="test")[1] for name in ("alice", "bob")}
     acc.close()
-    return {"lake": lake, "tmp": tmp, "tokens": tokens, "models": models, "priv_deposit": priv.deposit_id}
+    return {"lake": lake, "tmp": tmp, "tokens": tokens, "models": models, "priv_deposit": priv.deposit_id,
+            "training": trainer}
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("web")
-    w = build_world(tmp)
+    w = build_world(tmp, train=True)
     proc, url = start_api(tmp / "lake", {"MLIPLAKE_API_BURST": "100000", "MLIPLAKE_API_RATE": "100000"})
     w.update(url=url, proc=proc)
     yield w
+    if w["training"] is not None and w["training"].poll() is None:
+        w["training"].kill()
     stop(proc)
 
 
@@ -359,6 +395,7 @@ def test_configuration_page_draws_the_structure_with_force_arrows(page, world):
     got = wait_drawn(pg, "#viewer .viewer-stage")
     assert got["ink"] > 0.02, f"the 3D viewer drew nothing (WebGL missing?): {got}"
     assert got["red"] > 0.0005, f"no force arrows: {got}"
+    shot(pg, "configuration")
     pg.uncheck("#viewer input[type=checkbox] >> nth=1")  # arrows off: no red left
     time.sleep(0.3)
     assert drawn(pg, "#viewer .viewer-stage")["red"] < got["red"] / 5
@@ -372,7 +409,6 @@ def test_configuration_page_draws_the_structure_with_force_arrows(page, world):
 
     atoms = ase.io.read(dl.value.path(), format="vasp")
     assert set(atoms.get_chemical_symbols()) == {"Si"} and len(atoms) == int(pg.locator("text=/^\\d+ atoms/").first.inner_text().split()[0])
-    shot(pg, "configuration")
 
 
 @needs_browser
@@ -434,7 +470,7 @@ def test_leaderboard_sorts_by_force_error_and_model_card_shows_the_heatmap(page,
     pg.wait_for_selector("th[aria-sort=ascending] button[data-sort=forces_mae]")
     shot(pg, "leaderboard")
     pg.evaluate("() => document.querySelector('.view').removeAttribute('data-ready')")
-    pg.click(f"a[href='#/model/{world['models']['ethanol']}']")
+    pg.click(f"table.leaderboard a[href='#/model/{world['models']['ethanol']}']")
     pg.wait_for_selector(".view[data-ready] h1:has-text('mace-ethanol')")
     heat = pg.locator(".heat .ptable")
     coloured = heat.locator(".el.has").evaluate_all("els => els.map(e => [e.dataset.el, e.style.background])")
@@ -451,19 +487,6 @@ def test_leaderboard_sorts_by_force_error_and_model_card_shows_the_heatmap(page,
     frames = ase.io.read(dl.value.path(), index=":", format="extxyz")
     assert len(frames) == sum(v for k, v in card["training_set"]["counts"].items() if k != "isolated")
     shot(pg, "model")
-
-
-@needs_browser
-def test_predict_page_reads_and_draws_a_structure(page, world):
-    """The prediction itself needs a trained MACE model (tests/test_ml.py trains one); here the
-    page lists the models, reads the pasted POSCAR and draws it."""
-    pg = page
-    visit(pg, "predict")
-    options = pg.locator("#pred-model option").all_inner_texts()
-    assert len(options) == 3 and not any("secret" in o for o in options)
-    got = wait_drawn(pg, "#pred-preview .viewer-stage")
-    assert got["ink"] > 0.01, got
-    shot(pg, "predict")
 
 
 @needs_browser
@@ -517,7 +540,7 @@ def test_after_signing_out_the_private_dataset_is_on_no_page(page, world):
     pg.click("button:has-text('Save visibility')")
     pg.wait_for_selector("text=Saved: secret-cu is now private")
     visit(pg, "leaderboard")
-    assert pg.locator(f"a[href='#/model/{world['models']['cu']}']").count() == 1
+    assert pg.locator(f"table.leaderboard a[href='#/model/{world['models']['cu']}']").count() == 1
     pg.click("#signout")
     pg.wait_for_selector("#signin-link")
     assert not [c for c in pg.context.cookies() if c["name"] == "mliplake_token"]
@@ -566,3 +589,39 @@ def test_phone_layout_menu_and_sign_in_page(browser, world):
     finally:
         ctx.close()
     assert guard.blocked == [] and guard.errors == []
+
+
+@needs_browser
+def test_predict_with_a_model_and_see_forces_drawn(page, world):
+    """Last: the tiny model has been training in the background meanwhile."""
+    pg = page
+    visit(pg, "predict")
+    before = wait_drawn(pg, "#pred-preview .viewer-stage")  # the pasted POSCAR, read and drawn before any model runs
+    assert before["ink"] > 0.01 and before["red"] == 0, before
+    train = world["training"]
+    if train is None:
+        pytest.skip("predictions need mace-torch (the ml extra): the predict page was only drawn")
+    try:
+        train.wait(timeout=240)
+    except Exception:  # noqa: BLE001
+        train.kill()
+        pytest.skip("the tiny model did not finish training in 4 minutes on this machine")
+    log = (world["tmp"] / "train.log").read_text()
+    if train.returncode != 0 or "MODEL " not in log:
+        pytest.skip(f"the tiny model could not be trained here: {log[-800:]}")
+    mid = log.split("MODEL ", 1)[1].split()[0]
+    visit(pg, "leaderboard")  # away and back: the model list is read when the page opens
+    visit(pg, f"predict?model={mid}")
+    options = pg.locator("#pred-model option").evaluate_all("os => os.map(o => o.value)")
+    assert mid in options and not any("secret" in o for o in options)
+    assert pg.input_value("#pred-model") == mid
+    pg.click("#pred-run")
+    pg.wait_for_selector("#pred-result dt:has-text('Energy')", timeout=60_000)
+    structure = pg.input_value("#pred-structure")
+    api = httpx.post(world["url"] + "/api/v1/predict", json={"model": mid, "structure": structure}, timeout=120).json()["data"]
+    shown = pg.locator("#pred-result dd").first.inner_text()  # the model, then the energy
+    energy = pg.locator("#pred-result dt:has-text('Energy') + dd").first.inner_text()
+    assert mid in shown and abs(float(energy.split()[0]) - api["energy"]) < 1e-4 * max(1, abs(api["energy"]))
+    got = wait_drawn(pg, "#pred-preview .viewer-stage")
+    assert got["red"] > 0.0001, f"no force arrows on the predicted structure: {got}"
+    shot(pg, "predict")

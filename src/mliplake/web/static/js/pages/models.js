@@ -12,9 +12,18 @@ export async function leaderboard(view, args, query) {
   const state = { sort: query.get("sort") || "forces_mae", descending: query.get("descending") === "true", benchmark: query.get("benchmark") || "" };
   const benchSel = h("select", { id: "lb-benchmark", onchange: () => { state.benchmark = benchSel.value; load(); } });
   const body = h("div", { "aria-live": "polite" });
+  const all = h("div", {});
   view.append(h("h1", { text: "Leaderboard" }),
     h("p", { class: "lede", text: "Models on their benchmarks. Errors in meV (energy per atom, force components); sort by any column." }),
-    h("div", { class: "row" }, h("label", { for: "lb-benchmark", text: "Benchmark" }), benchSel), body);
+    h("div", { class: "row" }, h("label", { for: "lb-benchmark", text: "Benchmark" }), benchSel), body, all);
+  const registry = get("models").then((r) => all.replaceChildren(section("All models", table([
+    { key: "model_id", label: "Model", header: true, render: (m) => h("a", { href: route("model", m.model_id), text: m.model_id }) },
+    { key: "architecture", label: "Architecture" }, { key: "elements", label: "Elements", render: (m) => (m.elements || []).join(" ") },
+    { key: "parameters", label: "Parameters", num: true },
+    { key: "training_set", label: "Training set", render: (m) => m.training_set ? `${m.training_set.name} @${String(m.training_set.version).slice(0, 8)}` : "–" },
+    { key: "created_at", label: "Created", render: (m) => String(m.created_at || "").slice(0, 10) }],
+  r.data, { caption: "Every registered model you may see, newest first", rowKey: (m) => m.model_id, className: "models", empty: "No model yet." }))))
+    .catch((err) => all.replaceChildren(errorBox(err, "Models")));
   let benchmarksKnown = false;
 
   async function load(refocus = false) {
@@ -59,7 +68,7 @@ export async function leaderboard(view, args, query) {
     const btn = body.querySelector(`button[data-sort="${state.sort}"]`);
     if (btn && refocus) btn.focus(); // the table was redrawn under the button just pressed
   }
-  await load();
+  await Promise.all([load(), registry]);
 }
 
 export async function model(view, [mid]) {
