@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import threading
 import zipfile
 
 import httpx
@@ -55,7 +57,8 @@ def world(tmp_path_factory):
     tokens["alice-read"] = acc.create_token("alice", scope="read", actor="test")[1]
     acc.close()
     proc, url = start_api(tmp / "lake", {"MLIPLAKE_API_BURST": "100000", "MLIPLAKE_API_RATE": "100000",
-                                         "MLIPLAKE_API_MAX_BODY": str(256 << 10)})
+                                         "MLIPLAKE_API_MAX_BODY": str(256 << 10),
+                                         "MLIPLAKE_ARCHIVE_MAX_BYTES": str(64 << 20)})
     ids = [r[0] for r in lake.sql("SELECT config_id FROM configurations WHERE dataset = 'secret-cu'").fetchall()]
     emb_ids = [r[0] for r in lake.sql("SELECT config_id FROM configurations WHERE dataset = 'embargo-au'").fetchall()]
     yield {"lake": lake, "url": url, "tokens": tokens, "tmp": tmp, "priv_deposit": priv.deposit_id,
@@ -216,7 +219,10 @@ def test_export_downloads_every_matching_frame_mace_ready(world, tmp_path):
     assert all("REF_energy" in a.info and "REF_forces" in a.arrays for a in frames_)
     c.export('elements HAS "Si"', tmp_path / "si.parquet", format="parquet")
     t = pq.read_table(tmp_path / "si.parquet")
-    assert t.num_rows == 239 and t.column("config_id").to_pylist() == sorted(t.column("config_id").to_pylist())
+    assert t.num_rows == 239 and len(set(t.column("config_id").to_pylist())) == 239
+    # the same rows, in the same order, as the library's own export
+    world["lake"].export('elements HAS "Si"', tmp_path / "lib.parquet", format="parquet")
+    assert pq.read_table(tmp_path / "lib.parquet").column("config_id") == t.column("config_id")
 
 
 def test_a_download_broken_off_resumes_after_the_last_complete_frame(world, tmp_path):
@@ -330,6 +336,92 @@ def test_archives_unpack_safely(world, tmp_path):
     assert not list(world["tmp"].rglob("outside.xyz"))
 
 
+def test_a_zip_bomb_is_refused_while_it_unpacks(world, tmp_path):
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("zeros.xyz", b"\0" * (100 << 20))  # 100 MB unpacked from about 100 kB
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(APIError) as e:
+        client(world, "alice").deposit([bomb], manifest={"dataset": "alice-bomb"})
+    assert e.value.status == 413 and "bomb.zip" in str(e.value) and "limit" in str(e.value)
+    assert client(world, "alice").count('dataset = "alice-bomb"') == 0
+
+
+BIG_MB = int(os.environ.get("MLIPLAKE_TEST_BIG_UPLOAD_MB", "2048"))
+
+
+@pytest.mark.slow
+def test_a_big_upload_cut_at_half_resumes_with_the_server_memory_flat(world, tmp_path):
+    """A 2 GB upload (MLIPLAKE_TEST_BIG_UPLOAD_MB), its connection cut at 50 %: the client resumes,
+    the stored bytes equal the file's, and the server's memory does not grow with the file."""
+    import hashlib
+
+    import psutil
+
+    big = tmp_path / "big.bin"
+    block = os.urandom(1 << 20)
+    h = hashlib.sha256()
+    with open(big, "wb") as f:
+        for i in range(BIG_MB):
+            piece = block[i % 997:] + block[:i % 997]  # no two MiB alike
+            f.write(piece)
+            h.update(piece)
+    server = psutil.Process(world["proc"].pid)
+    before, peak, done = server.memory_info().rss, [0], threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], server.memory_info().rss)
+
+    threading.Thread(target=watch, daemon=True).start()
+    port = int(world["url"].rsplit(":", 1)[1])
+    proxy = CuttingProxy(port, b"PATCH /api/v1/uploads", after=(BIG_MB << 20) // 2, cuts=1, side="request")
+    try:  # the proxy counts the bytes of the PATCH requests on one connection and cuts it at half the file
+        upload_id = Client(proxy.url, token=world["tokens"]["alice"], progress=False).upload(big)
+    finally:
+        done.set()
+        proxy.close()
+    assert proxy.cut == 1
+    stored = world["tmp"] / "lake" / "state" / "uploads" / upload_id / "data"
+    g = hashlib.sha256()
+    with open(stored, "rb") as f:
+        while chunk := f.read(1 << 22):
+            g.update(chunk)
+    assert g.hexdigest() == h.hexdigest()
+    assert (peak[0] - before) < 200 << 20, f"server memory grew {(peak[0] - before) >> 20} MB for {BIG_MB} MB"
+    httpx.delete(world["url"] + f"/api/v1/uploads/{upload_id}",
+                 headers={"Authorization": f"Bearer {world['tokens']['alice']}", "Tus-Resumable": "1.0.0"})
+
+
+def test_every_client_method_against_the_server(world, tmp_path):
+    alice, anon = client(world, "alice"), client(world)
+    assert alice.me()["name"] == "alice" and anon.me()["kind"] == "anonymous"
+    assert alice.dataset("secret-cu")["configurations"] == 5
+    with pytest.raises(APIError) as e:
+        anon.dataset("secret-cu")
+    assert e.value.status == 404
+    assert {k["key"] for k in alice.keys()} >= {"energy", PRIVATE_KEY}
+    assert PRIVATE_KEY not in {k["key"] for k in anon.keys()}
+    s = anon.summary('dataset = "mlearn-si"', keys=["energy_per_atom"], bins=5)
+    assert s["count"] == 239 and len(s["numeric"][0]["histogram"]) == 5
+    assert anon.catalogue(elements=["Si"])["data"][0]["dataset"] == "mlearn-si"
+    assert "secret-cu" in {d["dataset"] for d in alice.deposits()}
+    assert alice.record(world["priv_deposit"])["stored"] == 5
+    assert [m["model_id"] for m in alice.models()] == ["m-secret"] and anon.models() == []
+    assert alice.model("m-secret")["name"] == "cu-secret"
+    assert len(anon.search('elements HAS "Si"', columns=["id"], limit=10)) == 10
+    atoms = list(anon.atoms('dataset = "mlearn-si" AND nsites < 60'))
+    assert len(atoms) == anon.count('dataset = "mlearn-si" AND nsites < 60') > 0
+    assert all(a.get_chemical_symbols()[0] == "Si" and "REF_energy" in a.info for a in atoms)
+    f = frames(tmp_path / "r.xyz", "Mo", 2)
+    status = alice.deposit([f], manifest={"dataset": "alice-mo"})
+    assert alice.retract(status["deposit_id"], reason="a test of retraction") == [status["deposit_id"]]
+    assert alice.count('dataset = "alice-mo"') == 0
+    with pytest.raises(APIError) as e:
+        client(world, "bob").retract(world["priv_deposit"], reason="not mine")
+    assert e.value.status in (403, 404)
+
+
 def test_deposits_need_a_write_token_and_a_depositor(world, tmp_path):
     f = frames(tmp_path / "x.xyz", "Ag", 2)
     for who, status in ((None, 401), ("alice-read", 403), ("bob", 403)):
@@ -350,7 +442,7 @@ def test_deposits_need_a_write_token_and_a_depositor(world, tmp_path):
 def test_rate_limit_answers_429_with_retry_after_and_the_client_waits(tmp_path):
     lake = mliplake.Lake(tmp_path / "lake")
     deposit_sample(lake, "mlearn")
-    proc, url = start_api(tmp_path / "lake", {"MLIPLAKE_API_RATE": "1", "MLIPLAKE_API_BURST": "3"})
+    proc, url = start_api(tmp_path / "lake", {"MLIPLAKE_API_RATE": "0.2", "MLIPLAKE_API_BURST": "3"})
     try:
         codes = [httpx.get(url + "/api/v1/count").status_code for _ in range(5)]
         assert codes[:3] == [200, 200, 200] and 429 in codes[3:]

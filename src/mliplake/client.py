@@ -179,46 +179,41 @@ class Client:
                original_keys: bool = False) -> int:
         """Download every matching configuration to ``out`` (streamed; no entry cap).
 
-        A download that breaks off is resumed after the last complete frame (extxyz), or started
-        again (Parquet, Arrow).  Returns the number of configurations written (extxyz: counted)."""
+        A download that breaks off is resumed: extxyz after its last complete frame, at the same
+        lake version; Parquet and Arrow from the start.  Returns the number of configurations."""
         out = Path(out)
         part = out.with_name(f".{out.name}.partial")
         body: dict[str, Any] = {"filter": filter or "", "format": format, "ids": ids, "original_keys": original_keys}
         bar = self._bar(None, "cfg" if format == "extxyz" else "B", f"export {out.name}")
-        after: str | None = None
-        written = 0
+        total = 0
         for attempt in range(self.retries + 1):
-            mode = "ab" if after else "wb"
             try:
-                with open(part, mode) as f, self.http.stream("POST", "/api/v1/export", json=body | {"after": after}) as r:
+                with open(part, "ab" if body.get("skip") else "wb") as f, \
+                        self.http.stream("POST", "/api/v1/export", json=body) as r:
                     if r.status_code >= 400:
                         r.read()
                         if r.status_code in (429, 503) and attempt < self.retries:
                             time.sleep(_retry_after(r) or _backoff(attempt))
                             continue
                         raise APIError(r.status_code, _problem(r))
-                    if bar is not None and r.headers.get("x-total-count") and format == "extxyz":
-                        bar.total = int(r.headers["x-total-count"])
+                    body["version"] = int(r.headers["x-lake-version"])  # a resumed download reads the same rows
+                    total = int(r.headers.get("x-total-count", 0))
+                    if bar is not None and format == "extxyz":
+                        bar.total = total
                     for chunk in r.iter_bytes():
                         f.write(chunk)
                         if bar is not None:
-                            bar.update(chunk.count(b"mliplake_config_id=") if format == "extxyz" else len(chunk))
+                            bar.update(_frames_in(chunk) if format == "extxyz" else len(chunk))
                 break
             except httpx.TransportError:
                 if attempt == self.retries:
                     raise
-                if format == "extxyz":
-                    after, written = _resume_point(part)
-                else:
-                    after = None
+                body["skip"] = _keep_complete_frames(part) if format == "extxyz" else 0
                 time.sleep(_backoff(attempt))
         part.replace(out)
         if bar is not None:
             bar.close()
-        if format == "extxyz":
-            with open(out, "rb") as f:
-                written = sum(chunk.count(b"mliplake_config_id=") for chunk in iter(lambda: f.read(1 << 20), b""))
-        return written
+        return _count_frames(out) if format == "extxyz" else total
 
     def atoms(self, filter: str | None = None) -> Iterator[Any]:
         """Matching configurations as ASE ``Atoms`` (through an extxyz download to a temporary file)."""
@@ -351,33 +346,39 @@ def _problem(r: httpx.Response) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {"title": r.reason_phrase}
 
 
-def _resume_point(part: Path) -> tuple[str | None, int]:
-    """Cut a partial extxyz download after its last complete frame; (dataset/config_id, frames) of it."""
-    import re
+def _frames_in(chunk: bytes) -> int:
+    return chunk.count(b"mliplake_config_id=")
 
+
+def _count_frames(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(_frames_in(chunk) for chunk in iter(lambda: f.read(1 << 22), b""))
+
+
+def _keep_complete_frames(part: Path) -> int:
+    """Cut a partial extxyz download after its last complete frame; how many frames it keeps."""
     if not part.exists():
-        return None, 0
-    data = part.read_bytes()
-    lines = data.split(b"\n")
-    i, last, frames, end = 0, None, 0, 0
-    while i < len(lines):
-        head = lines[i].strip()
-        if not head.isdigit():
+        return 0
+    frames, end, pos = 0, 0, 0
+    with open(part, "rb") as f:
+        data = f.read()
+    while pos < len(data):
+        nl = data.find(b"\n", pos)
+        head = data[pos:nl].strip() if nl >= 0 else b""
+        if nl < 0 or not head.isdigit():
             break
-        n = int(head)
-        if i + 2 + n > len(lines) - 1 and not (i + 2 + n == len(lines) - 1 and lines[-1] == b""):
+        stop = nl
+        for _ in range(int(head) + 1):  # the comment line and one line per atom
+            stop = data.find(b"\n", stop + 1)
+            if stop < 0:
+                break
+        if stop < 0:
             break  # this frame is incomplete
-        comment = lines[i + 1].decode(errors="replace")
-        ds = re.search(r'mliplake_dataset=("?)([^" ]+)\1', comment)
-        cid = re.search(r'mliplake_config_id=("?)([0-9a-f]+)\1', comment)
-        if not (ds and cid):
-            break
-        last, frames = f"{ds.group(2)}/{cid.group(2)}", frames + 1
-        i += 2 + n
-        end = sum(len(x) + 1 for x in lines[:i])
+        pos = end = stop + 1
+        frames += 1
     with open(part, "r+b") as f:
         f.truncate(end)
-    return last, frames
+    return frames
 
 
 def _structure_text(structure: Any) -> str:

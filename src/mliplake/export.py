@@ -18,34 +18,35 @@ if TYPE_CHECKING:
     from .lake import Lake
 
 BATCH_ROWS = 2048
-STABLE_ORDER = "dataset, config_id"  # unique and never null: downloads resume and pages continue by it
 #: MACE's default reference keys: plain energy/forces are renamed by MACE with a warning.
 MACE_KEYS = {"energy": "REF_energy", "forces": "REF_forces", "stress": "REF_stress", "virial": "REF_virial",
              "dipole": "REF_dipole", "charges": "REF_charges"}
 
 
-def batches(lake: Lake, filter: str | None, order: str = "dataset, source_file, frame_index",
-            ids: list[str] | None = None, dataset: str | None = None,
-            after: tuple[str, str] | None = None) -> Iterator[pa.Table]:
+def batches(lake: Lake, filter: str | None, order: str | None = "dataset, source_file, frame_index",
+            ids: list[str] | None = None, dataset: str | None = None, version: int | None = None,
+            skip: int = 0) -> Iterator[pa.Table]:
     """Canonical rows matching a filter (and, if given, among ``ids`` and of one ``dataset``), batch by batch.
 
-    ``after``: (dataset, config_id) of the last row already had, in the order ``dataset, config_id``
-    (what a resumed download passes)."""
+    ``order`` None: the order the rows are stored in, which needs no sort, so memory stays flat
+    whatever the count; with ``version`` (a lake version) it is the same order every time, and
+    ``skip`` leaves out the first rows (a resumed download)."""
+    from .query import configurations_select
+
     clause, params = where(filters.parse(filter))
-    if after is not None:
-        order = STABLE_ORDER
-        clause = f"({clause}) AND (dataset > ? OR (dataset = ? AND config_id > ?))"
-        params = [*params, after[0], after[0], after[1]]
     cols = ", ".join(f'"{f.name}"' for f in CONFIGURATIONS)
     con = lake.connection()  # a cursor of its own: the registration below is this export's alone
+    source = "configurations" if version is None else f"({configurations_select(lake.scope().sql_predicate(), version)})"
     if dataset is not None:
         clause = f"({clause}) AND dataset = ?"
         params = [*params, dataset]
     if ids is not None:
         con.register("_selected_ids", pa.table({"config_id": pa.array(ids, pa.string())}))
         clause = f"({clause}) AND config_id IN (SELECT config_id FROM _selected_ids)"
-    rel = con.sql(f"SELECT {cols} FROM configurations WHERE {clause} ORDER BY {order}", params=params)
-    reader = rel.to_arrow_reader(BATCH_ROWS)
+    sql = f"SELECT {cols} FROM {source} WHERE {clause}" + (f" ORDER BY {order}" if order else "")
+    if skip:
+        sql += f" OFFSET {int(skip)}"
+    reader = con.sql(sql, params=params).to_arrow_reader(BATCH_ROWS)
     for batch in reader:
         yield pa.Table.from_batches([batch]).cast(CONFIGURATIONS)
 
@@ -156,19 +157,19 @@ def write_extxyz(path: Path, items: Iterator[Any], bar: Any = None) -> int:
 
 
 def stream(lake: Lake, filter: str | None, format: str = "extxyz", ids: list[str] | None = None,
-           after: tuple[str, str] | None = None, original_keys: bool = False) -> Iterator[bytes]:
-    """The matching configurations as a byte stream, batch by batch (memory stays flat whatever the
-    count), in the stable order ``dataset, config_id``.
+           version: int | None = None, skip: int = 0, original_keys: bool = False) -> Iterator[bytes]:
+    """The matching configurations as a byte stream, batch by batch, in the order they are stored
+    (no sort: memory stays flat whatever the count), read at one lake ``version``.
 
-    extxyz frames carry ``mliplake_dataset`` and ``mliplake_config_id``: a client whose download
-    broke off keeps its complete frames and asks again ``after`` the last one.  ``parquet`` and
-    ``arrow`` (IPC stream) carry the canonical columns."""
+    A download that broke off is resumed with the same ``version`` and ``skip`` = the number of
+    configurations already had.  extxyz frames carry ``mliplake_dataset`` and
+    ``mliplake_config_id``; ``parquet`` and ``arrow`` (IPC stream) carry the canonical columns."""
     import io
 
     import extxyz
     from extxyz.grammar import Properties
 
-    rows = batches(lake, filter, order=STABLE_ORDER, ids=ids, after=after)
+    rows = batches(lake, filter, order=None, ids=ids, version=version, skip=skip)
     if format == "extxyz":
         fmt = dict(Properties.default_format_dict, **FULL_PRECISION)
         for t in rows:
@@ -235,12 +236,12 @@ def export(lake: Lake, filter: str | None, out: str | Path, format: str = "extxy
     try:
         if format == "parquet":
             with pq.ParquetWriter(tmp, CONFIGURATIONS, **PARQUET_OPTIONS) as w:
-                for t in batches(lake, filter):
+                for t in batches(lake, filter, order=None):
                     w.write_table(t)
                     written += t.num_rows
                     bar and bar.update(t.num_rows)
         elif format == "extxyz":
-            write_extxyz(tmp, (f for t in batches(lake, filter) for f in frames(t, original_keys)), bar)
+            write_extxyz(tmp, (f for t in batches(lake, filter, order=None) for f in frames(t, original_keys)), bar)
             written = total
         else:
             raise ValueError(f"unknown export format {format!r}: extxyz or parquet")

@@ -55,15 +55,19 @@ def register_view(name: str, builder: Callable[[Lake, Scope, str], str | None]) 
     VIEW_BUILDERS[name] = builder
 
 
+def configurations_select(pred: str, version: int | None = None) -> str:
+    """The configurations view's query: rows of visible datasets (``pred``), at a version if given."""
+    at = f" AT (VERSION => {int(version)})" if version is not None else ""
+    return (f"SELECT *, config_id AS id, [CAST(pbc[1] AS INTEGER), CAST(pbc[2] AS INTEGER), "
+            f"CAST(pbc[3] AS INTEGER)] AS dimension_types FROM lake.configurations{at} WHERE {pred}")
+
+
 def _core_views(scope: Scope, schema: str) -> list[str]:
     pred = scope.sql_predicate()
     private = scope.principal.sees_everything
     submitter = "submitter" if private else "NULL::VARCHAR AS submitter"
     return [
-        f"""CREATE VIEW {schema}.configurations AS
-            SELECT *, config_id AS id,
-                   [CAST(pbc[1] AS INTEGER), CAST(pbc[2] AS INTEGER), CAST(pbc[3] AS INTEGER)] AS dimension_types
-            FROM lake.configurations WHERE {pred}""",
+        f"CREATE VIEW {schema}.configurations AS {configurations_select(pred)}",
         f"CREATE VIEW {schema}.quarantine AS SELECT * FROM lake.quarantine WHERE {pred}",
         f"""CREATE VIEW {schema}.deposits AS
             SELECT deposit_id, dataset,

@@ -215,11 +215,12 @@ class ExportBody(BaseModel):
     filter: str = ""
     ids: list[str] | None = None
     format: str = "extxyz"
-    after: str | None = Field(None, description="resume after this 'dataset/config_id'")
+    version: int | None = Field(None, ge=0, description="the lake version to read (resuming: X-Lake-Version)")
+    skip: int = Field(0, ge=0, description="configurations already had (resuming a download)")
     original_keys: bool = False
 
 
-def _export(request: Request, filter: str, format: str, ids: list[str] | None, after: str | None,
+def _export(request: Request, filter: str, format: str, ids: list[str] | None, version: int | None, skip: int,
             original_keys: bool) -> StreamingResponse:
     from ... import filters
     from ...export import stream
@@ -227,31 +228,50 @@ def _export(request: Request, filter: str, format: str, ids: list[str] | None, a
     if format not in EXPORT_MEDIA:
         raise Problem(400, "Bad format", f"format {format!r}: {', '.join(EXPORT_MEDIA)}")
     filters.parse(filter or None)  # a bad filter is a 400 now, not a broken stream later
-    start = None
-    if after:
-        ds, sep, cid = after.partition("/")
-        if not sep or not ds or not cid:
-            raise Problem(400, "Bad resume point", "after: 'dataset/config_id' of the last configuration you have")
-        start = (ds, cid)
     lake = lake_for(request)
-    total = lake.count(filter or None) if ids is None else None
+    current = lake.snapshot()
+    if version is None:
+        version = current
+    elif version > current:
+        raise Problem(400, "Bad version", f"the lake has no version {version} yet (current: {current})")
+    try:
+        total = _count_at(lake, filter, ids, version)
+    except Exception as e:  # noqa: BLE001 - a version past the retention: the download must start again
+        if "snapshot" in str(e).lower() or "version" in str(e).lower():
+            raise Problem(409, "Version gone", f"version {version} of the lake is no longer kept; start the "
+                          f"download again (current version {current})") from None
+        raise
     media, ext = EXPORT_MEDIA[format]
-    headers = {"Content-Disposition": f'attachment; filename="mliplake-export.{ext}"', "X-Order": "dataset, config_id"}
-    if total is not None:
-        headers["X-Total-Count"] = str(total)
-    return StreamingResponse(stream(lake, filter or None, format, ids=ids, after=start, original_keys=original_keys),
-                             media_type=media, headers=headers)
+    headers = {"Content-Disposition": f'attachment; filename="mliplake-export.{ext}"', "X-Lake-Version": str(version),
+               "X-Total-Count": str(total), "X-Skipped": str(skip)}
+    return StreamingResponse(stream(lake, filter or None, format, ids=ids, version=version, skip=skip,
+                                    original_keys=original_keys), media_type=media, headers=headers)
+
+
+def _count_at(lake: Any, filter: str, ids: list[str] | None, version: int) -> int:
+    from ... import filters
+    from ...query import configurations_select
+    from ...sql import where
+
+    clause, params = where(filters.parse(filter or None))
+    con = lake.connection()
+    if ids is not None:
+        con.register("_ids", pa.table({"config_id": pa.array(ids, pa.string())}))
+        clause = f"({clause}) AND config_id IN (SELECT config_id FROM _ids)"
+    source = configurations_select(lake.scope().sql_predicate(), version)
+    return con.execute(f"SELECT count(*) FROM ({source}) WHERE {clause}", params).fetchone()[0]
 
 
 @router.get("/export", summary="Download every configuration matching a filter, streamed, no entry cap")
-def export_get(request: Request, filter: str = "", format: str = "extxyz", after: str | None = None,
+def export_get(request: Request, filter: str = "", format: str = "extxyz",
+               version: Annotated[int | None, Query(ge=0)] = None, skip: Annotated[int, Query(ge=0)] = 0,
                original_keys: bool = False) -> StreamingResponse:
-    return _export(request, filter, format, None, after, original_keys)
+    return _export(request, filter, format, None, version, skip, original_keys)
 
 
 @router.post("/export", summary="Download by a long filter or a list of ids")
 def export_post(request: Request, body: ExportBody) -> StreamingResponse:
-    return _export(request, body.filter, body.format, body.ids, body.after, body.original_keys)
+    return _export(request, body.filter, body.format, body.ids, body.version, body.skip, body.original_keys)
 
 
 # ------------------------------------------------------------------ SQL and the catalogue
