@@ -71,14 +71,42 @@ def serve(lake_dir: Path) -> tuple[subprocess.Popen, str]:
                                 "MLIPLAKE_API_PAGE_MAX": "1000"})
 
 
-def median_ms(fn, runs: int) -> float:
+def timings_ms(fn, runs: int) -> list[float]:
     fn()  # warm-up
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+    return sorted(times)
+
+
+def median_ms(fn, runs: int) -> float:
+    return statistics.median(timings_ms(fn, runs))
+
+
+def p99(times: list[float]) -> float:
+    return times[min(len(times) - 1, int(round(0.99 * (len(times) - 1))))]
+
+
+def throughput(url: str, path: str, params: dict, clients: int, seconds: float = 5.0) -> float:
+    """Requests per second that ``clients`` concurrent clients get, each waiting for its answer."""
+    done = [0] * clients
+    end = time.perf_counter() + seconds
+
+    def run(i: int) -> None:
+        with httpx.Client(base_url=url, timeout=120) as c:
+            while time.perf_counter() < end:
+                c.get(path, params=params).raise_for_status()
+                done[i] += 1
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done) / (time.perf_counter() - t0)
 
 
 class PeakRSS:
@@ -116,9 +144,18 @@ def measure(frames: int, runs: int, deep: int) -> list[dict]:
     http = httpx.Client(base_url=url, timeout=600)
     rows: list[dict] = []
     try:
-        api = median_ms(lambda: http.get("/api/v1/count", params={"filter": FILTER}).raise_for_status(), runs)
-        lib = median_ms(lambda: lake.count(FILTER), runs)
-        rows.append({"op": f"count `{FILTER}`", "api": api, "anchor": lib, "anchor_name": "lake.count", "unit": "ms"})
+        api_t = timings_ms(lambda: http.get("/api/v1/count", params={"filter": FILTER}).raise_for_status(), runs * 4)
+        lib_t = timings_ms(lambda: lake.count(FILTER), runs * 4)
+        api, lib = statistics.median(api_t), statistics.median(lib_t)
+        rows.append({"op": f"count `{FILTER}` (p50)", "api": api, "anchor": lib, "anchor_name": "lake.count",
+                     "unit": "ms", "note": f"added {api - lib:.1f} ms"})
+        rows.append({"op": f"count `{FILTER}` (p99)", "api": p99(api_t), "anchor": p99(lib_t),
+                     "anchor_name": "lake.count", "unit": "ms", "note": f"added {p99(api_t) - p99(lib_t):.1f} ms"})
+        for k in (1, 8, 32):
+            rps = throughput(url, "/api/v1/count", {"filter": FILTER}, k)
+            rows.append({"op": f"count, {k} concurrent client{'s' if k > 1 else ''}", "api": 1000 / rps,
+                         "anchor": lib, "anchor_name": "lake.count, 1 caller", "unit": "ms",
+                         "note": f"{rps:.0f} requests/s"})
 
         first = median_ms(lambda: http.get("/api/v1/search", params={"limit": 1000}).raise_for_status(), runs)
         cursor = None

@@ -12,6 +12,7 @@ import os
 import re
 import threading
 import zipfile
+from pathlib import Path
 
 import httpx
 import pyarrow.parquet as pq
@@ -516,3 +517,29 @@ def test_http_deposits_go_through_dagster_when_it_runs_the_inbox(tmp_path):
         assert lake.policy("dora-ti").owner == "dora"  # the account owns what it deposited, whoever ingested it
     finally:
         stop(proc)
+
+
+def _blocks(lang: str) -> list[str]:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "api.md").read_text()
+    examples = text[text.index("## Examples"):]
+    return re.findall(rf"```{lang}\n(.*?)```", examples, re.S)
+
+
+def test_the_examples_in_docs_api_md_run_against_a_live_server(world, tmp_path):
+    import subprocess
+    import sys
+
+    frames(tmp_path / "train.xyz", "Ga", 4)
+    env = dict(os.environ, MLIPLAKE_SERVER=world["url"], MLIPLAKE_TOKEN=world["tokens"]["alice"])
+    bash, python = _blocks("bash"), _blocks("python")
+    assert len(bash) == 2 and len(python) == 1
+    for block in bash:
+        out = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, (block, out.stdout[-2000:], out.stderr[-2000:])
+    assert (tmp_path / "si.xyz").read_text().count("mliplake_config_id=") == 239
+    assert client(world, "alice").count('dataset = "my-data"') == 4
+    out = subprocess.run([sys.executable, "-c", python[0]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.splitlines() == ["239 silicon configurations", "stored 4 stored", "4 5"], out.stdout
