@@ -190,6 +190,12 @@ def parse(text: str | None) -> Node:
         return Everything()
     if len(text) > 10_000:
         raise FilterError("filter: longer than 10,000 characters")
+    return _parse(text)
+
+
+@lru_cache(maxsize=1024)
+def _parse(text: str) -> Node:
+    # the nodes are frozen: one parse serves every request with the same filter (a portal's live count)
     from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
     try:

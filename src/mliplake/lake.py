@@ -171,9 +171,8 @@ class Lake:
         """What this lake's principal may see now (embargoes are compared with today's date)."""
         if self.principal.sees_everything:
             return Scope(self.principal, None)
-        cur = self.tables.cursor()
-        return Scope(self.principal, visible_datasets(self.tables.dataset_names(cur), self.tables.policies(cur),
-                                                      self.principal))
+        names, policies = self.tables.access_inputs()
+        return Scope(self.principal, visible_datasets(names, policies, self.principal))
 
     def policy(self, dataset: str) -> Any:
         return self.tables.policies().get(dataset)

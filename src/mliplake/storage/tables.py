@@ -98,6 +98,7 @@ class TableStore:
         self._base: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
         self.view_schemas: set[str] = set()  # schemas of views built on the base connection
+        self._access: tuple[int, list[str], dict[str, Policy]] | None = None  # (snapshot, names, policies)
         self._tables_seen: set[str] = set(TABLES)
         self._tables_missing: dict[str, float] = {}
 
@@ -337,6 +338,19 @@ class TableStore:
         rows = cur.execute("SELECT dataset, visibility, owner, groups, embargo_until, updated_at, updated_by "
                            "FROM lake.policies").fetchall()
         return {r[0]: Policy(r[0], r[1], r[2] or "", tuple(r[3] or ()), r[4], r[5] or "", r[6] or "") for r in rows}
+
+    def access_inputs(self) -> tuple[list[str], dict[str, Policy]]:
+        """Dataset names and policies, what every request's scope is computed from; read again only
+        when the lake has a new snapshot (any deposit, visibility change or retraction makes one),
+        so a change is seen by the next request, in this process and in every other."""
+        cur = self.cursor()
+        snap = self.snapshot(cur)
+        cached = self._access
+        if cached is not None and cached[0] == snap:
+            return cached[1], cached[2]
+        names, pols = self.dataset_names(cur), self.policies(cur)
+        self._access = (snap, names, pols)
+        return names, pols
 
     def dataset_names(self, cur: duckdb.DuckDBPyConnection | None = None) -> list[str]:
         cur = cur or self.cursor()
