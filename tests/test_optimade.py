@@ -239,3 +239,21 @@ def test_filter_errors_point_at_what_the_caller_wrote():
 def test_names_in_strings_are_not_translated():
     c = compile_filter('_mliplake_dataset = "_mliplake_energy" AND chemical_formula_descriptive CONTAINS "type"')
     assert c.params == ["_mliplake_energy", "type"] and "dataset" in c.clause and not c.warnings
+
+
+def test_optimade_get_fetches_every_page_of_a_filter(world, tmp_path):
+    """optimade-python-tools' own client (optimade-get) follows links.next to the end."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("optimade-get")
+    out = tmp_path / "si.json"
+    run = subprocess.run([str(exe), "--filter", 'elements HAS "Si"', "--output-file", str(out), "--silent",
+                          "--no-async", "--max-results-per-provider", "0", world["url"] + "/optimade"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (result,) = json.loads(out.read_text())["structures"]['elements HAS "Si"'].values()
+    ids = [e["id"] for e in result["data"]]
+    assert not result["errors"] and len(ids) == len(set(ids)) == 239
