@@ -61,9 +61,7 @@ function onUnauthorized(r) {
   if (dropping || !www.includes("invalid_token")) return;
   dropping = true;
   fetch(`${API}/session`, { method: "DELETE", credentials: "same-origin" }).finally(() => {
-    sessionStorage.setItem("mliplake-expired", "1");
-    location.hash = "#/signin";
-    location.reload();
+    location.assign("/?signed_out=expired#/signin"); // a fresh page: nothing of the old session stays
   });
 }
 

@@ -7,8 +7,8 @@ import { follow } from "./deposit.js";
 export async function signin(view) {
   const user = await me();
   view.append(h("h1", { text: "Sign in" }));
-  if (sessionStorage.getItem("mliplake-expired")) {
-    sessionStorage.removeItem("mliplake-expired");
+  if (new URLSearchParams(location.search).get("signed_out") === "expired") {
+    history.replaceState(null, "", "/#/signin");
     view.append(h("p", { class: "error", role: "alert", text: "Your token is no longer valid (expired or revoked): you have been signed out." }));
   }
   if (user.kind !== "anonymous") {
