@@ -229,6 +229,9 @@ class TableStore:
             # configurations always live in Parquet files (never inlined in the catalog): any
             # engine that reads DuckLake's data files and delete files reads them whole
             cur.execute("CALL lake.set_option('data_inlining_row_limit', 0, table_name => 'configurations')")
+            # row groups of 16,384 rows (the deposit writer's size): reading a file holds one row
+            # group of positions and forces per thread, so memory stays small whatever the file
+            cur.execute("CALL lake.set_option('parquet_row_group_size', 16384, table_name => 'configurations')")
 
         self.transaction(create, con=con)
         self.transaction(options, con=con)
