@@ -36,7 +36,7 @@ export async function request(method, path, { body, query, headers, signal, raw 
       await sleep(Math.min(wait, 10) * 1000);
       continue;
     }
-    if (r.status === 401 && !path.endsWith("/session")) onUnauthorized(r);
+    if (r.status === 401 && !path.endsWith("session")) onUnauthorized(r);
     if (!r.ok) {
       let problem = {};
       try { problem = await r.json(); } catch { /* not JSON */ }

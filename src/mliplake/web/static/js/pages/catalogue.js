@@ -39,6 +39,9 @@ export async function render(view, args, query) {
     h("div", { class: "cat-body" }, facetsBox, results));
 
   let last = null;
+  // who may see what (for the private / embargoed badges): read once per visit, not per keystroke
+  const visibilityP = get("datasets");
+  visibilityP.catch(() => {});
   const askOf = () => ({ q: state.q, elements: [...state.elements].join(","), mode: state.mode,
     license: state.license || undefined, sort: ["size", "date"].includes(state.sort) ? state.sort : "relevance" });
   async function update() {
@@ -50,7 +53,7 @@ export async function render(view, args, query) {
     const key = JSON.stringify(ask);
     let res, vis;
     try {
-      [res, vis] = await Promise.all([get("catalogue", ask), get("datasets")]);
+      [res, vis] = await Promise.all([get("catalogue", ask), visibilityP]);
     } catch (err) {
       results.replaceChildren(errorBox(err, "The catalogue could not be searched"));
       results.setAttribute("aria-busy", "false");

@@ -1,6 +1,6 @@
 // A dataset: its card, keys, histograms, elements, sample structures, downloads; for its owners,
 // deposits, quarantine and who may see it.
-import { get, put, me, exportUrl, filterOf, ApiError } from "../api.js";
+import { get, post, put, me, exportUrl, filterOf, ApiError } from "../api.js";
 import { h, fmt, table, errorBox, badge, route, section, dl, parseJSON, methodText, announce, withQuery } from "../ui.js";
 import { histogram, bars } from "../plots.js";
 import { periodicTable } from "../ptable.js";
@@ -84,8 +84,7 @@ export async function render(view, [name]) {
   const keysBox = section("Keys", h("p", { class: "loading", text: "Loading…" }));
   const samplesBox = section("Sample structures", h("p", { class: "loading", text: "Loading…" }));
   view.append(elBox, plotsSection);
-  const lower = h("div", { class: "cards" }, keysBox, samplesBox);
-  view.append(lower);
+  view.append(keysBox, samplesBox);
 
   const shown = new Set();
   async function addKey(key, into = histBox) {
@@ -102,7 +101,7 @@ export async function render(view, [name]) {
   }
 
   const summaryP = get("summary", { filter, keys: DEFAULT_KEYS.join(","), bins: 30 }).then((r) => r.data);
-  const keysP = get("keys").then((r) => r.data.filter((k) => (k.datasets || []).includes(name)));
+  const keysP = datasetKeys(name);
   const samplesP = get("search", { filter, limit: 8, columns: "id,dataset,chemical_formula_reduced,nsites,energy_per_atom,max_force" });
 
   const jobs = [
@@ -117,17 +116,10 @@ export async function render(view, [name]) {
         h("div", { class: "ptable-wrap" }, periodicTable({ label: `Elements of ${name}: configurations containing each`,
           heat: counts, unit: "configurations", compact: true })));
     }).catch((err) => histBox.append(errorBox(err, "Statistics"))),
-    keysP.then(async (keys) => {
-      const numeric = keys.filter((k) => ["number", "integer", "float64"].includes(k.dtype) && k.category !== "label");
-      keyPick.replaceChildren(...numeric.concat(keys.filter((k) => k.dtype === "string" && k.category === "info"))
-        .map((k) => { const id = k.category === "info" ? `info.${k.key}` : k.key; return h("option", { value: id, text: id }); }));
-      const counted = await Promise.all(keys.slice(0, 40).map(async (k) => {
-        const field = k.category === "info" ? `info.${k.key}` : k.category === "label" ? `has_${k.key}` : k.key;
-        const f = k.category === "label" ? `${filter} AND ${field} = TRUE` : `${filter} AND ${field} IS KNOWN`;
-        let n = null;
-        try { n = (await get("count", { filter: f })).data.count; } catch { /* a key the language cannot test */ }
-        return { ...k, field, n };
-      }));
+    keysP.then((counted) => {
+      const pick = counted.filter((k) => k.n && ((k.category === "derived" && ["number", "integer"].includes(k.dtype)) ||
+        (k.category === "info" && ["number", "integer", "string"].includes(k.dtype))));
+      keyPick.replaceChildren(...pick.map((k) => h("option", { value: k.field, text: k.field })));
       keysBox.replaceChildren(h("h2", { id: "s-keys", text: "Keys" }), table([
         { key: "field", label: "Key", header: true, render: (k) => h("code", { text: k.field }) },
         { key: "category", label: "Kind" }, { key: "dtype", label: "Type" }, { key: "unit", label: "Unit" },
@@ -197,4 +189,33 @@ async function ownerPanel(name, ds, deposits) {
     } catch (err) { box.append(errorBox(err, d.deposit_id)); }
   }
   return box;
+}
+
+// the dataset's keys and how many configurations have each: two read-only SQL queries over its rows
+const COLUMNS = [
+  ["energy", "label", "number", "eV"], ["forces", "label", "per atom, 3", "eV/Å"], ["stress", "label", "3×3", "eV/Å³"],
+  ["virial", "label", "3×3", "eV"], ["charges", "label", "per atom", "e"], ["magmoms", "label", "per atom", "μB"],
+  ["dipole", "label", "3", "e·Å"], ["energy_per_atom", "derived", "number", "eV"], ["max_force", "derived", "number", "eV/Å"],
+  ["nsites", "derived", "integer", ""], ["nelements", "derived", "integer", ""], ["volume", "derived", "number", "Å³"],
+  ["chemical_formula_reduced", "derived", "string", ""], ["elements", "derived", "list", ""],
+];
+const JSON_TYPES = { VARCHAR: "string", BIGINT: "integer", UBIGINT: "integer", DOUBLE: "number", BOOLEAN: "bool",
+  ARRAY: "list", OBJECT: "object", NULL: "null" };
+
+async function datasetKeys(name) {
+  const q = `'${String(name).replace(/'/g, "''")}'`;
+  const counts = `SELECT count(*) AS configurations, ${COLUMNS.map(([c]) => `count(${c}) AS ${c}`).join(", ")} ` +
+    `FROM configurations WHERE dataset = ${q}`;
+  const user = ["info", "arrays"].map((col) => `SELECT '${col}' AS col, k AS key, ` +
+    `min(json_type(json_extract(${col}, '$."' || k || '"'))) AS dtype, count(*) AS n ` +
+    `FROM (SELECT unnest(json_keys(${col})) AS k, ${col} FROM configurations WHERE dataset = ${q}) GROUP BY k`).join(" UNION ALL ");
+  const [a, b] = await Promise.all([post("sql", { query: counts }), post("sql", { query: `${user} ORDER BY 1, 2` })]);
+  const row = a.data[0] || {};
+  const out = COLUMNS.filter(([c]) => row[c]).map(([c, category, dtype, unit]) => ({
+    field: category === "label" ? `has_${c}` : c, category, dtype, unit, n: row[c] }));
+  for (const r of b.data) {
+    out.push({ field: r.col === "info" ? `info.${r.key}` : `arrays.${r.key}`, category: r.col === "info" ? "info" : "per atom",
+      dtype: JSON_TYPES[r.dtype] || String(r.dtype).toLowerCase(), unit: "", n: r.n });
+  }
+  return out;
 }
