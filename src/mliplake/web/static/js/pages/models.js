@@ -8,6 +8,14 @@ import { lines } from "../plots.js";
 const HIGHER_BETTER = new Set(["energy_r2", "forces_r2", "created_at"]);
 const meV = (v) => (v === null || v === undefined ? "–" : fmt(v * 1000, 3));
 
+const SHOWN = 100; // rows drawn at first: a long table is drawn in full on request
+
+function more(total, shown, onAll) {
+  if (total <= shown) return "";
+  return h("p", { class: "row" }, `The first ${fmt(shown)} of ${fmt(total)}. `,
+    h("button", { type: "button", class: "secondary show-all", onclick: onAll, text: `Show all ${fmt(total)}` }));
+}
+
 export async function leaderboard(view, args, query) {
   const state = { sort: query.get("sort") || "forces_mae", descending: query.get("descending") === "true", benchmark: query.get("benchmark") || "" };
   const benchSel = h("select", { id: "lb-benchmark", onchange: () => { state.benchmark = benchSel.value; load(); } });
@@ -16,14 +24,17 @@ export async function leaderboard(view, args, query) {
   view.append(h("h1", { text: "Leaderboard" }),
     h("p", { class: "lede", text: "Models on their benchmarks. Errors in meV (energy per atom, force components); sort by any column." }),
     h("div", { class: "row" }, h("label", { for: "lb-benchmark", text: "Benchmark" }), benchSel), body, all);
-  const registry = get("models").then((r) => all.replaceChildren(section("All models", table([
+  let registryShown = SHOWN;
+  const drawRegistry = (data) => all.replaceChildren(section("All models", table([
     { key: "model_id", label: "Model", header: true, render: (m) => h("a", { href: route("model", m.model_id), text: m.model_id }) },
     { key: "architecture", label: "Architecture" }, { key: "elements", label: "Elements", render: (m) => (m.elements || []).join(" ") },
     { key: "parameters", label: "Parameters", num: true },
     { key: "training_set", label: "Training set", render: (m) => m.training_set ? `${m.training_set.name} @${String(m.training_set.version).slice(0, 8)}` : "–" },
     { key: "created_at", label: "Created", render: (m) => String(m.created_at || "").slice(0, 10) }],
-  r.data, { caption: "Every registered model you may see, newest first", rowKey: (m) => m.model_id, className: "models", empty: "No model yet." }))))
-    .catch((err) => all.replaceChildren(errorBox(err, "Models")));
+  data.slice(0, registryShown), { caption: "Every registered model you may see, newest first", rowKey: (m) => m.model_id, className: "models", empty: "No model yet." }),
+  more(data.length, registryShown, () => { registryShown = data.length; drawRegistry(data); })));
+  const registry = get("models").then((r) => drawRegistry(r.data)).catch((err) => all.replaceChildren(errorBox(err, "Models")));
+  let shown = SHOWN;
   let benchmarksKnown = false;
 
   async function load(refocus = false) {
@@ -59,10 +70,11 @@ export async function leaderboard(view, args, query) {
       { key: "seconds", label: "Seconds", num: true },
       { key: "created_at", label: "Created", render: (m) => String(m.created_at || "").slice(0, 10) },
     ];
-    const rows = r.data.map((m, i) => ({ ...m, rank: i + 1 }));
+    const rows = r.data.slice(0, shown).map((m, i) => ({ ...m, rank: i + 1 }));
     body.replaceChildren(table(cols, rows, { caption: `Sorted by ${state.sort.replace(/_/g, " ")}, ${state.descending ? "highest" : "lowest"} first`,
       sortKey: state.sort, descending: state.descending, onSort: sortBy, rowKey: (m) => `${m.model_id}/${m.benchmark}`,
       empty: "No model has been benchmarked yet.", className: "leaderboard" }),
+    more(r.data.length, shown, () => { shown = r.data.length; load(); }),
     h("p", { class: "muted", text: "Energy errors in meV/atom, forces in meV/Å per component, stress in meV/Å³." }));
     announce(`Leaderboard sorted by ${state.sort.replace(/_/g, " ")}, ${state.descending ? "descending" : "ascending"}`);
     const btn = body.querySelector(`button[data-sort="${state.sort}"]`);
