@@ -262,34 +262,21 @@ def search(ctx: click.Context, filter: str, limit: int, columns: str | None, as_
     """Configurations matching a filter (OPTIMADE filter language, see docs/query.md)."""
     from .search import SearchError, engine_for
 
-    if (client := _remote(ctx)) is not None:
-        _api_errors(_search_remote)(client, filter, limit, columns, as_json, only_count)
-        return
-    lake = _lake(ctx)
-    engine = engine_for(lake)  # OpenSearch when $MLIPLAKE_OPENSEARCH_URL is set, DuckDB otherwise
+    # the API client and the engines answer count and search alike
+    source = _remote(ctx) or engine_for(_lake(ctx))  # OpenSearch when configured, DuckDB otherwise
     try:
-        n = engine.count(filter)
-        if only_count:
-            click.echo(n)
-            return
-        cols = [c.strip() for c in columns.split(",")] if columns else None
-        tab = engine.search(filter, columns=cols, limit=limit)
+        _api_errors(_search_print)(source, filter, limit, columns, as_json, only_count)
     except SearchError as e:
         raise click.ClickException(str(e)) from None
-    if as_json:
-        click.echo(json.dumps({"count": n, "rows": tab.to_pylist()}, indent=1, default=str))
-        return
-    click.echo(f"{n} configurations" + (f" (first {tab.num_rows})" if n > tab.num_rows else ""))
-    click.echo(table(tab.to_pylist(), tab.column_names))
 
 
-def _search_remote(client: Any, filter: str, limit: int, columns: str | None, as_json: bool, only_count: bool) -> None:
-    n = client.count(filter)
+def _search_print(source: Any, filter: str, limit: int, columns: str | None, as_json: bool, only_count: bool) -> None:
+    n = source.count(filter)
     if only_count:
         click.echo(n)
         return
     cols = [c.strip() for c in columns.split(",")] if columns else None
-    tab = client.search(filter, columns=cols, limit=limit)
+    tab = source.search(filter, columns=cols, limit=limit)
     if as_json:
         click.echo(json.dumps({"count": n, "rows": tab.to_pylist()}, indent=1, default=str))
         return
