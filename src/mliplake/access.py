@@ -159,6 +159,10 @@ class Scope:
 
     principal: Principal = field(default_factory=Principal.local_owner)
     datasets: list[str] | None = None
+    # a table of one column ``dataset`` holding ``datasets``: predicates become a semi-join on it,
+    # since a literal list of thousands of names costs DuckDB more to parse and push into every
+    # scan than the query itself
+    relation: str | None = None
 
     def allows(self, dataset: str) -> bool:
         return self.datasets is None or dataset in self.datasets
@@ -169,6 +173,8 @@ class Scope:
             return "TRUE"
         if not self.datasets:
             return "FALSE"
+        if self.relation:
+            return f"{column} IN (SELECT dataset FROM {self.relation})"
         return f"{column} IN (" + ", ".join("'" + d.replace("'", "''") + "'" for d in self.datasets) + ")"
 
     def sql_all_visible(self, column: str) -> str:
@@ -176,8 +182,16 @@ class Scope:
         strictest visibility of the data it was trained on)."""
         if self.datasets is None:
             return "TRUE"
+        if self.relation and self.datasets:
+            return f"list_has_all((SELECT list(dataset) FROM {self.relation}), coalesce({column}, []))"
         inner = self.sql_predicate("d")
         return f"len(list_filter(coalesce({column}, []), lambda d: NOT ({inner}))) = 0"
+
+    def relation_sql(self) -> str:
+        """The statement that makes ``relation`` in a database of its own (a sandbox worker's)."""
+        names = ", ".join("'" + d.replace("'", "''") + "'" for d in self.datasets or [])
+        return (f"CREATE TABLE IF NOT EXISTS {self.relation} AS "
+                f"SELECT unnest([{names}]::VARCHAR[]) AS dataset")
 
     def key(self) -> tuple[str, ...] | None:
         return None if self.datasets is None else tuple(self.datasets)

@@ -92,7 +92,7 @@ def search_cards(lake: Lake, text: str = "", elements: list[str] | None = None, 
     """The embedded engine: the cards, filtered and scored in Python."""
     words = _tokens(text)
     docs = []
-    for card in catalogue.cards(lake):
+    for card in catalogue.visible_cards(lake):
         d = _doc(card)
         if license and d["license"] != license:
             continue
@@ -184,9 +184,21 @@ def search(lake: Lake, text: str = "", elements: list[str] | None = None, mode: 
     """The catalogue through whichever engine is configured."""
     url = lake.settings.opensearch_url.get_secret_value()
     if not url:
-        return search_cards(lake, text, elements, mode, license, sort)
-    from .search import connect
+        res = search_cards(lake, text, elements, mode, license, sort)
+    else:
+        from .search import connect
 
-    allowed = lake.scope().datasets
-    return search_index(connect(url), text, elements, mode, license, sort,
-                        visible=None if allowed is None else sorted(allowed))
+        allowed = lake.scope().datasets
+        res = search_index(connect(url), text, elements, mode, license, sort,
+                           visible=None if allowed is None else sorted(allowed))
+    _mark_access(lake, res.datasets)
+    return res
+
+
+def _mark_access(lake: Lake, docs: list[dict[str, Any]]) -> None:
+    """Who may see each dataset as its policy says now (a badge for private and embargoed data)."""
+    policies = lake.tables.access_inputs()[1]
+    for d in docs:
+        p = policies.get(d["dataset"])
+        d["visibility"] = p.visibility if p else "public"
+        d["embargo_until"] = str(p.embargo_until) if p and p.embargo_until else None

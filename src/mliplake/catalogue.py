@@ -7,6 +7,8 @@ what the principal may see.
 from __future__ import annotations
 
 import json
+import threading
+import weakref
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -34,22 +36,25 @@ def _metadata_complete(m: dict[str, Any]) -> tuple[float, list[str]]:
     return 1 - len(missing) / len(have), missing
 
 
-def cards(lake: Lake) -> list[dict[str, Any]]:
-    """A card per dataset: metadata from its latest deposit, numbers from DuckDB, a quality score."""
+def cards(lake: Lake, dataset: str | None = None) -> list[dict[str, Any]]:
+    """A card per dataset (or for one): metadata from its latest deposit, numbers from DuckDB, a
+    quality score."""
     con = lake.connection()
-    stats = {r[0]: r for r in con.sql("""
+    where, params = ("WHERE dataset = ?", [dataset]) if dataset is not None else ("", [])
+    stats = {r[0]: r for r in con.execute(f"""
         SELECT dataset, count(*), sum(nsites),
                avg(CAST(has_energy AS DOUBLE)), avg(CAST(has_forces AS DOUBLE)), avg(CAST(has_stress AS DOUBLE)),
                sum(CAST(has_virial AS INTEGER)), count(charges), count(magmoms), count(dipole),
                min(energy_per_atom), max(energy_per_atom), avg(energy_per_atom), stddev_samp(energy_per_atom),
                min(max_force), max(max_force), avg(max_force), median(max_force)
-        FROM configurations GROUP BY dataset""").fetchall()}
+        FROM configurations {where} GROUP BY dataset""", params).fetchall()}
     element_counts: dict[str, dict[str, int]] = {}
-    for ds, el, n in con.sql("""SELECT dataset, e, count(*) FROM (SELECT dataset, unnest(elements) AS e FROM configurations)
-                                GROUP BY ALL ORDER BY 1, 3 DESC, 2""").fetchall():
+    for ds, el, n in con.execute(f"""SELECT dataset, e, count(*) FROM
+                                     (SELECT dataset, unnest(elements) AS e FROM configurations {where})
+                                     GROUP BY ALL ORDER BY 1, 3 DESC, 2""", params).fetchall():
         element_counts.setdefault(ds, {})[el] = n
     out = []
-    records = [r for r in lake.records() if r.get("status") not in ("rejected", "retracted")]
+    records = [r for r in lake.records(dataset) if r.get("status") not in ("rejected", "retracted")]
     for dataset in sorted({r["dataset"] for r in records}):
         recs = [r for r in records if r["dataset"] == dataset]
         latest = max(recs, key=lambda r: r.get("created_at", ""))
@@ -97,6 +102,32 @@ def cards(lake: Lake) -> list[dict[str, Any]]:
             "created_at": min(r.get("created_at", "") for r in recs), "updated_at": latest.get("created_at", ""),
         })
     return out
+
+
+_CACHE: weakref.WeakKeyDictionary[Any, tuple[int, list[dict[str, Any]]]] = weakref.WeakKeyDictionary()
+_CACHE_LOCK = threading.Lock()
+
+
+def visible_cards(lake: Lake, dataset: str | None = None) -> list[dict[str, Any]]:
+    """The cards the principal may see (or the one of ``dataset``), as :func:`cards` gives them now.
+
+    Every card is computed once per lake snapshot and process (a card holds only its own dataset's
+    numbers, so a scope just picks cards); until then a single dataset's card is computed alone."""
+    from .access import Principal
+
+    snap = lake.tables.snapshot()
+    with _CACHE_LOCK:
+        hit = _CACHE.get(lake.tables)
+    if hit is None or hit[0] != snap:
+        if dataset is not None:
+            return cards(lake, dataset)
+        everything = lake.as_principal(Principal.local_owner())
+        snap = lake.tables.snapshot()  # the cards below are at least this new
+        hit = (snap, cards(everything))
+        with _CACHE_LOCK:
+            _CACHE[lake.tables] = hit
+    scope = lake.scope()
+    return [c for c in hit[1] if scope.allows(c["dataset"]) and (dataset is None or c["dataset"] == dataset)]
 
 
 CARD_SCHEMA = pa.schema([

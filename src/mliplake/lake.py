@@ -172,7 +172,12 @@ class Lake:
         if self.principal.sees_everything:
             return Scope(self.principal, None)
         names, policies = self.tables.access_inputs()
-        return Scope(self.principal, visible_datasets(names, policies, self.principal))
+        visible = visible_datasets(names, policies, self.principal) or []
+        if not visible:
+            return Scope(self.principal, visible)
+        from .query import visible_relation
+
+        return Scope(self.principal, visible, visible_relation(self, visible))
 
     def policy(self, dataset: str) -> Any:
         return self.tables.policies().get(dataset)
@@ -212,9 +217,12 @@ class Lake:
         return deposit(self, [Path(p) for p in paths], dataset=dataset, manifest=manifest, progress=progress,
                        replace=replace)
 
-    def records(self) -> list[dict[str, Any]]:
-        """Every deposit record the principal may see, oldest first (retracted ones marked)."""
+    def records(self, dataset: str | None = None) -> list[dict[str, Any]]:
+        """Every deposit record the principal may see (of one dataset if given), oldest first
+        (retracted ones marked)."""
         s = self.scope()
+        if dataset is not None:
+            return self.tables.records(f"dataset = ? AND {s.sql_predicate()}", [dataset])
         return self.tables.records(s.sql_predicate())
 
     def record(self, deposit_id: str) -> dict[str, Any]:

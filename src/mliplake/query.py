@@ -133,6 +133,26 @@ def _schema_for(lake: Lake, scope: Scope) -> str:
 _VIEW_LOCK = threading.Lock()
 
 
+def visible_relation(lake: Lake, datasets: list[str]) -> str:
+    """A table (in the process's in-memory catalog, made once per set of names) of the datasets a
+    scope may see, for its predicates to semi-join on."""
+    import hashlib
+
+    name = "memory.main._visible_" + hashlib.sha256("\0".join(datasets).encode()).hexdigest()[:16]
+    made = lake.tables.view_schemas
+    if name not in made:
+        with _VIEW_LOCK:
+            if name not in made:
+                cur = lake.tables.cursor()
+                try:
+                    cur.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT unnest(?::VARCHAR[]) AS dataset",
+                                [datasets])
+                finally:
+                    cur.close()
+                made.add(name)
+    return name
+
+
 def session(lake: Lake) -> duckdb.DuckDBPyConnection:
     """A cursor of its own (per request, per thread) whose unqualified names are the principal's views."""
     _load_view_builders()
@@ -263,6 +283,8 @@ def sandbox_views(lake: Lake) -> tuple[list[str], set[str]]:
     # (by DuckLake; the query itself may name no file, see sandbox.check_query)
     # (set after the extensions load: an s3:// prefix set before httpfs is there never matches)
     setup = lake.tables.setup_sql(read_only=True) + [f"SET allowed_directories = [{_quote(lake.tables.data_path)}]"]
+    if scope.relation:
+        setup.append(scope.relation_sql())
     setup += _core_views(scope, "main")
     names = {"configurations", "quarantine", "deposits", "datasets", "keys"}
     for view, builder in VIEW_BUILDERS.items():

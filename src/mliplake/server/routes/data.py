@@ -79,15 +79,18 @@ def datasets(request: Request) -> dict[str, Any]:
 
 @router.get("/datasets/{name}", summary="A dataset's card: metadata, numbers, quality score, versions")
 def dataset(request: Request, name: str) -> dict[str, Any]:
-    from ...catalogue import cards
+    from ...catalogue import visible_cards
 
     lake = lake_for(request)
-    row = next((d for d in lake.datasets() if d["dataset"] == name), None)
-    if row is None:
+    con = lake.connection()
+    found = con.execute("SELECT * FROM datasets WHERE dataset = ?", [name]).to_arrow_table().to_pylist()
+    if not found:
         raise Problem(404, "Not found", f"no dataset {name!r}")
-    card = next((c for c in cards(lake) if c["dataset"] == name), {})
-    deposits = [d for d in lake.deposits() if d["dataset"] == name]
-    return {"data": jsonable(row | {"card": card, "deposits": deposits})}
+    card = next(iter(visible_cards(lake, name)), {})
+    deposits = con.execute("SELECT deposit_id, dataset, status, created_at, frames_read, stored, duplicates, "
+                           "quarantined, files FROM deposits WHERE dataset = ? ORDER BY created_at, deposit_id",
+                           [name]).to_arrow_table().to_pylist()
+    return {"data": jsonable(found[0] | {"card": card, "deposits": deposits})}
 
 
 @router.get("/keys", summary="Every key: labels, derived columns, info and per-atom keys, with counts")

@@ -39,9 +39,6 @@ export async function render(view, args, query) {
     h("div", { class: "cat-body" }, facetsBox, results));
 
   let last = null;
-  // who may see what (for the private / embargoed badges): read once per visit, not per keystroke
-  const visibilityP = get("datasets");
-  visibilityP.catch(() => {});
   const askOf = () => ({ q: state.q, elements: [...state.elements].join(","), mode: state.mode,
     license: state.license || undefined, sort: ["size", "date"].includes(state.sort) ? state.sort : "relevance" });
   async function update() {
@@ -51,17 +48,16 @@ export async function render(view, args, query) {
     results.setAttribute("aria-busy", "true");
     const ask = askOf();
     const key = JSON.stringify(ask);
-    let res, vis;
+    let res;
     try {
-      [res, vis] = await Promise.all([get("catalogue", ask), visibilityP]);
+      res = await get("catalogue", ask);
     } catch (err) {
       results.replaceChildren(errorBox(err, "The catalogue could not be searched"));
       results.setAttribute("aria-busy", "false");
       return;
     }
     if (key !== JSON.stringify(askOf())) return; // a newer search has started
-    const visibility = Object.fromEntries(vis.data.map((d) => [d.dataset, d]));
-    last = { res, visibility };
+    last = { res };
     draw();
     results.setAttribute("aria-busy", "false");
   }
@@ -72,7 +68,7 @@ export async function render(view, args, query) {
   }
 
   function draw() {
-    const { res, visibility } = last;
+    const { res } = last;
     const facets = res.meta.facets || {};
     const counts = Object.fromEntries(facets.elements || []);
     const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.el : null;
@@ -102,7 +98,7 @@ export async function render(view, args, query) {
     const shown = rows.slice(state.page * PAGE, (state.page + 1) * PAGE);
     const cols = [
       { key: "dataset", label: "Dataset", header: true, render: (d) => [h("a", { href: route("dataset", d.dataset), text: d.dataset }), " ",
-        badge(visibility[d.dataset] && visibility[d.dataset].visibility, visibility[d.dataset] && visibility[d.dataset].embargo_until)] },
+        badge(d.visibility, d.embargo_until)] },
       { key: "title", label: "Title" },
       { key: "quality_score", label: "Quality", num: true, render: (d) => qualityBar(d.quality_score) },
       { key: "configurations", label: "Configurations", num: true },
