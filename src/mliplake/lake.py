@@ -20,8 +20,10 @@ import json
 import os
 import re
 import uuid
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,6 +34,9 @@ from fsspec.implementations.local import LocalFileSystem
 from .access import LOCAL_OWNER, AccessError, Principal, Scope, may_manage, visible_datasets
 from .settings import DEFAULT_LAKE, Settings, get_settings
 from .storage.tables import TableStore
+
+# per TableStore: (the access inputs of a snapshot, {(principal, day): Scope})
+_SCOPES: weakref.WeakKeyDictionary[TableStore, tuple[Any, dict[Any, Scope]]] = weakref.WeakKeyDictionary()
 
 DEPOSIT_ID = re.compile(r"^dep-[0-9a-f]{1,16}$")
 
@@ -172,12 +177,19 @@ class Lake:
         if self.principal.sees_everything:
             return Scope(self.principal, None)
         names, policies = self.tables.access_inputs()
-        visible = visible_datasets(names, policies, self.principal) or []
-        if not visible:
-            return Scope(self.principal, visible)
         from .query import visible_relation
 
-        return Scope(self.principal, visible, visible_relation(self, visible))
+        # one scope per snapshot, principal and day: requests reuse it (and the views built for it)
+        at, memo = _SCOPES.get(self.tables, (None, {}))
+        if at is not names or len(memo) > 1000:
+            memo = {}  # another snapshot: the scopes of the last one are done with
+            _SCOPES[self.tables] = (names, memo)
+        key = (self.principal.cache_key(), date.today())
+        scope = memo.get(key)
+        if scope is None:
+            visible = visible_datasets(names, policies, self.principal) or []
+            scope = memo[key] = Scope(self.principal, visible, visible_relation(self, visible) if visible else None)
+        return scope
 
     def policy(self, dataset: str) -> Any:
         return self.tables.policies().get(dataset)

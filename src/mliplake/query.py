@@ -105,6 +105,20 @@ GROUP BY d.dataset
 
 def _schema_for(lake: Lake, scope: Scope) -> str:
     """The schema holding this scope's views, created once per process, scope and set of views."""
+    hit = _SCHEMA_OF.get(id(scope))
+    if hit is not None and hit[0] is scope and hit[1] in lake.tables.view_schemas:
+        return hit[1]  # the same scope object: the same snapshot, principal and day
+    name = _make_schema(lake, scope)
+    if len(_SCHEMA_OF) > 1000:
+        _SCHEMA_OF.clear()
+    _SCHEMA_OF[id(scope)] = (scope, name)
+    return name
+
+
+_SCHEMA_OF: dict[int, tuple[Scope, str]] = {}
+
+
+def _make_schema(lake: Lake, scope: Scope) -> str:
     import hashlib
 
     extras = {view: builder(lake, scope, "{schema}") for view, builder in VIEW_BUILDERS.items()}
