@@ -356,7 +356,9 @@ class Lake:
 
     def keys(self) -> pa.Table:
         """Every key: labels, derived columns, user info and per-atom keys, with counts and datasets."""
-        return self.sql("SELECT * FROM keys ORDER BY category, key").to_arrow_table()
+        from .query import keys
+
+        return keys(self)
 
     def raw_files(self, deposit_id: str) -> list[str]:
         """The originals of a deposit the principal may see, at their paths inside the deposit."""

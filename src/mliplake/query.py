@@ -9,6 +9,7 @@ half-committed, and no file they may read is deleted under them.  S3 is read by 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -216,6 +217,53 @@ def keys_view_sql(schema: str) -> str:
             f"FROM (SELECT j.key AS key, {kind} AS t, c.dataset AS dataset "
             f"FROM {schema}.configurations c, json_each(c.{col}) j) GROUP BY key")
     return (f"CREATE VIEW {schema}.keys AS SELECT * FROM (" + " UNION ALL ".join(parts) + ") WHERE configurations > 0")
+
+
+def _keys_by_dataset_sql() -> str:
+    """The ``keys`` view's numbers per dataset (and JSON type), over every row."""
+    parts = []
+    for name, (_, unit) in LABELS.items():
+        parts.append(f"SELECT '{name}' AS key, 'label' AS category, '{LABEL_DTYPES[name]}' AS dtype, '{unit}' AS unit, "
+                     f"dataset, count({name}) AS configurations FROM configurations GROUP BY dataset")
+    for name, (unit, _) in DERIVED.items():
+        dtype = "string" if "formula" in name else ("list" if name == "elements" else "number")
+        parts.append(f"SELECT '{name}', 'derived', '{dtype}', '{unit}', dataset, count({name}) "
+                     f"FROM configurations GROUP BY dataset")
+    for col in ("info", "arrays"):
+        kind = "lower(json_type(j.value, '$[0]'))" if col == "arrays" else "lower(j.type)"
+        parts.append(
+            f"SELECT key, '{col}', {_JSON_DTYPE}, '', dataset, count(*) "
+            f"FROM (SELECT j.key AS key, {kind} AS t, c.dataset AS dataset "
+            f"FROM configurations c, json_each(c.{col}) j) GROUP BY key, t, dataset")
+    return " UNION ALL ".join(parts)
+
+
+_KEYS: weakref.WeakKeyDictionary[Any, tuple[int, pa.Table]] = weakref.WeakKeyDictionary()
+_KEYS_LOCK = threading.Lock()
+
+
+def keys(lake: Lake) -> pa.Table:
+    """What the ``keys`` view gives, from per-dataset numbers computed once per lake snapshot and
+    process (a scan of every row); each scope then sums the rows of the datasets it may see."""
+    from .access import LOCAL_OWNER
+
+    snap = lake.tables.snapshot()
+    with _KEYS_LOCK:  # one scan per snapshot, however many requests arrive meanwhile
+        hit = _KEYS.get(lake.tables)
+        if hit is None or hit[0] != snap:
+            owner = lake.as_principal(LOCAL_OWNER)
+            snap = lake.tables.snapshot()
+            hit = (snap, owner.connection().sql(_keys_by_dataset_sql()).to_arrow_table())
+            _KEYS[lake.tables] = hit
+    con = lake.connection()
+    con.register("_keys_by_dataset", hit[1])
+    try:
+        return con.sql(f"""SELECT key, category, string_agg(DISTINCT dtype, '|') AS dtype, any_value(unit) AS unit,
+                                  sum(configurations)::BIGINT AS configurations, list_sort(list(DISTINCT dataset)) AS datasets
+                           FROM _keys_by_dataset WHERE configurations > 0 AND {lake.scope().sql_predicate()}
+                           GROUP BY key, category ORDER BY category, key""").to_arrow_table()
+    finally:
+        con.unregister("_keys_by_dataset")
 
 
 # ---------------------------------------------------------------- filters
