@@ -19,6 +19,7 @@ from mliplake.accounts import Accounts, accounts_url
 from mliplake.server.optimade import compile_filter
 
 PRIVATE = "secret-cu"
+TWINS = ("twin-a", "twin-b")  # the same three frames deposited in both
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +30,15 @@ def world(tmp_path_factory):
     deposit_sample(lake, "rmd17")
     alice = lake.as_principal(mliplake.access.Principal.user("alice", roles=["depositor"]))
     alice.deposit([frames(tmp / "priv.xyz", "Cu", 5)], manifest={"dataset": PRIVATE, "visibility": "private"})
+    twin = frames(tmp / "twin.xyz", "Ar", 3)
+    for name in TWINS:
+        lake.deposit([twin], manifest={"dataset": name})
     acc = Accounts(accounts_url(lake.settings, lake))
     acc.add_user("alice", roles=["depositor"], actor="test")
     token = acc.create_token("alice", actor="test")[1]
     acc.close()
-    private_ids = [r[0] for r in lake.sql(f"SELECT config_id FROM configurations WHERE dataset = '{PRIVATE}'")
-                   .fetchall()]
+    private_ids = [f"{PRIVATE}:{r[0]}" for r in lake.sql(
+        f"SELECT config_id FROM configurations WHERE dataset = '{PRIVATE}'").fetchall()]
     proc, url = start_api(tmp / "lake", {"MLIPLAKE_API_RATE": "100000", "MLIPLAKE_API_BURST": "100000"})
     with httpx.Client(base_url=url, timeout=60) as http:
         yield {"url": url, "http": http, "token": token, "private_ids": private_ids}
@@ -153,8 +157,8 @@ def test_links_next_visits_every_structure_once(world):
     ids = walk(world, world["url"] + '/optimade/v1/structures?filter=elements HAS "Si"&page_limit=17'
                                      "&response_fields=nsites")
     assert len(ids) == len(set(ids)) == 239
-    rest = get(world, "/api/v1/search", filter='elements HAS "Si"', columns="config_id", limit=1000).json()
-    assert set(ids) == {r["config_id"] for r in rest["data"]}
+    rest = get(world, "/api/v1/search", filter='elements HAS "Si"', columns="dataset,config_id", limit=1000).json()
+    assert set(ids) == {f"{r['dataset']}:{r['config_id']}" for r in rest["data"]}
     # offset paging, as most OPTIMADE clients page, with a sort
     by_offset = walk(world, world["url"] + '/optimade/v1/structures?filter=elements HAS "Si"&page_limit=50'
                                            "&page_offset=0&sort=-nsites&response_fields=nsites")
@@ -167,17 +171,20 @@ def test_sort_orders_the_entries(world):
     body = structures(world, sort="-_mliplake_energy", page_limit=30, response_fields="_mliplake_energy")
     energies = [e["attributes"]["_mliplake_energy"] for e in body["data"]]
     assert energies == sorted(energies, reverse=True)
+    newest = structures(world, sort="-last_modified", page_limit=30, response_fields="last_modified")
+    stamps = [e["attributes"]["last_modified"] for e in newest["data"]]
+    assert stamps == sorted(stamps, reverse=True) and all(s.endswith("Z") for s in stamps)
 
 
 def test_private_datasets_are_invisible_without_their_token(world):
     anonymous = structures(world, filter=f'_mliplake_dataset = "{PRIVATE}"')
     assert anonymous["meta"]["data_returned"] == 0
-    assert anonymous["meta"]["data_available"] == 239 + 2000
+    assert anonymous["meta"]["data_available"] == 239 + 2000 + 2 * 3
     assert structures(world, filter='elements HAS "Cu"')["meta"]["data_returned"] == 0
     every = walk(world, world["url"] + "/optimade/v1/structures?page_limit=1000&response_fields=nsites")
     assert not set(world["private_ids"]) & set(every)
-    for cid in world["private_ids"][:2]:
-        r = get(world, f"/optimade/v1/structures/{cid}")
+    for entry_id in world["private_ids"][:2]:
+        r = get(world, f"/optimade/v1/structures/{entry_id}")
         assert r.status_code == 404 and r.json()["errors"][0]["status"] == "404"
     # alice, its owner, sees it with her token
     mine = structures(world, world["token"], filter=f'_mliplake_dataset = "{PRIVATE}"')
@@ -191,6 +198,39 @@ def test_single_structure(world):
     r = get(world, f"/optimade/v1/structures/{first['id']}")
     assert r.status_code == 200 and r.json()["data"] == first
     assert r.json()["meta"]["more_data_available"] is False
+    dataset, config_id = first["id"].split(":")
+    assert (dataset, config_id) == (first["attributes"]["_mliplake_dataset"], first["attributes"]["_mliplake_config_id"])
+    for missing in (config_id, f"nowhere:{config_id}", f"{dataset}:{'0' * len(config_id)}", f"{dataset}:"):
+        r = get(world, f"/optimade/v1/structures/{missing}")
+        assert r.status_code == 404 and r.json()["errors"][0]["status"] == "404", missing
+
+
+def test_the_same_frame_in_two_datasets_is_two_entries_with_their_own_ids(world):
+    twins = structures(world, filter='elements HAS "Ar"', page_limit=100, response_fields="_mliplake_config_id")
+    assert twins["meta"]["data_returned"] == 6
+    ids = [e["id"] for e in twins["data"]]
+    hashes = [e["attributes"]["_mliplake_config_id"] for e in twins["data"]]
+    assert len(set(ids)) == 6 and len(set(hashes)) == 3  # each frame twice, under two ids
+    one_hash = hashes[0]
+    pair = [i for i, h in zip(ids, hashes) if h == one_hash]
+    assert sorted(pair) == [f"{name}:{one_hash}" for name in TWINS]
+    for entry_id, name in zip(sorted(pair), TWINS):
+        r = get(world, f"/optimade/v1/structures/{entry_id}")
+        assert r.status_code == 200, r.text
+        body = r.json()["data"]
+        assert body["id"] == entry_id and body["attributes"]["_mliplake_dataset"] == name
+        assert body["attributes"]["_mliplake_config_id"] == one_hash
+        found = structures(world, filter=f'id = "{entry_id}"')
+        assert found["meta"]["data_returned"] == 1 and [e["id"] for e in found["data"]] == [entry_id]
+    # the content hash finds the frame in both datasets; the other operators on id see the joined text
+    both = structures(world, filter=f'_mliplake_config_id = "{one_hash}"', response_fields="nsites")
+    assert sorted(e["id"] for e in both["data"]) == sorted(pair)
+    assert structures(world, filter=f'id != "{pair[0]}" AND elements HAS "Ar"')["meta"]["data_returned"] == 5
+    assert structures(world, filter='id STARTS WITH "twin-b:"')["meta"]["data_returned"] == 3
+    assert structures(world, filter=f'id ENDS WITH ":{one_hash}"')["meta"]["data_returned"] == 2
+    assert structures(world, filter=f'id = "{one_hash}"')["meta"]["data_returned"] == 0
+    by_id = structures(world, filter='elements HAS "Ar"', sort="-id", response_fields="nsites")
+    assert [e["id"] for e in by_id["data"]] == sorted(ids, reverse=True)
 
 
 @pytest.mark.parametrize(("params", "status"), [
@@ -234,6 +274,13 @@ def test_filter_errors_point_at_what_the_caller_wrote():
     assert e.value.detail.split("\n")[1].strip() == 'last_modified > "2020" AND nsites >'
     with pytest.raises(OptimadeError, match="keywords are upper case"):
         compile_filter('nsites = 2 and _mliplake_energy < 0')
+
+
+def test_documents_carry_no_nan_or_infinity():
+    from mliplake.server.optimade import render
+
+    assert render({"a": float("nan"), "b": [1.5, float("-inf")], "c": "Å"}) == '{"a":null,"b":[1.5,null],"c":"Å"}'.encode()
+    assert render({"a": [0.1, 2]}) == b'{"a":[0.1,2]}'
 
 
 def test_names_in_strings_are_not_translated():

@@ -8,15 +8,18 @@ as invisible here as in the REST API.  Errors are OPTIMADE error documents (JSON
 
 Fields (OPTIMADE name -> the lake's):
 
-- ``id`` -> ``config_id`` (a content hash; the same frame in two datasets shows up once per dataset);
-  ``last_modified`` -> the ``created_at`` of the frame's deposit;
+- ``id`` -> ``<dataset>:<config_id>`` (``mlearn-si:3f0c...``): unique in the lake, stable, and safe
+  in a URL path as it is (dataset names are letters, digits, ``_``, ``.`` and ``-``; ``config_id`` is
+  hex), so ``/structures/{id}`` takes it pasted; the same frame in two datasets is two entries with
+  two ids and one ``_mliplake_config_id``; ``last_modified`` -> the ``created_at`` of the frame's
+  deposit;
 - ``elements``, ``nelements``, ``elements_ratios``, ``nsites``, ``nperiodic_dimensions``,
   ``dimension_types``, ``chemical_formula_reduced``/``_hill``/``_anonymous`` -> the same columns;
   ``chemical_formula_descriptive`` -> ``chemical_formula_hill``;
 - ``lattice_vectors`` -> ``cell`` (rows; an all-zero vector of an aperiodic direction is null),
   ``cartesian_site_positions`` -> ``positions``, ``species_at_sites`` / ``species`` -> ``numbers``
   (one species per element), ``structure_features`` -> ``[]``;
-- ``_mliplake_<x>`` -> ``<x>``: ``dataset``, ``deposit_id``, ``structure_hash``, ``source_file``,
+- ``_mliplake_<x>`` -> ``<x>``: ``config_id``, ``dataset``, ``deposit_id``, ``structure_hash``, ``source_file``,
   ``frame_index``, ``energy``, ``energy_per_atom``, ``max_force``, ``volume`` (queryable),
   ``forces``, ``stress``, ``virial`` (returned only); ``_mliplake_info.<key>`` and
   ``_mliplake_method.<key>`` -> ``info.<key>`` / ``method.<key>``.
@@ -28,9 +31,11 @@ A field of another provider (``_exmpl_x``) or a standard one the lake does not h
 with a warning in ``meta.warnings``; any other name (``crazyfield``, and the lake's own names without
 the prefix, ``energy``) is a 400; a filter on a field that is only returned (``lattice_vectors``,
 ``_mliplake_forces``) is a 501.  ``last_modified`` compares as its ISO-8601 text
-(``"2026-01-31T12:00:00Z"``).
+(``"2026-01-31T12:00:00Z"``).  ``id = "<dataset>:<config_id>"`` runs as ``dataset = ... AND
+config_id = ...`` (conditions the lake can prune files by); other operators on ``id`` compare the
+joined text.
 
-Paging: ordered by (dataset, id); ``links.next`` carries ``page_above`` (an opaque keyset cursor)
+Paging: ordered by (dataset, config_id); ``links.next`` carries ``page_above`` (an opaque keyset cursor)
 and needs no depth limit; ``page_offset`` / ``page_number`` and ``sort`` work too (offset paging).
 """
 from __future__ import annotations
@@ -63,6 +68,8 @@ PROVIDER = {"name": "mliplake", "prefix": PREFIX, "homepage": None,
             "description": "mliplake: a lakehouse of training data for machine-learnt interatomic potentials"}
 DEFAULT_PAGE = 20
 ORDER = "dataset, config_id"
+ID_SEP = ":"  # in no dataset name and no config_id
+ID_SQL = f"(dataset || '{ID_SEP}' || config_id)"
 
 
 class OptimadeError(Exception):
@@ -159,6 +166,8 @@ PROPS: dict[str, Prop] = {
     "species_at_sites": Prop("list", "The species of each site", ("numbers",), _species_at_sites),
     "structure_features": Prop("list", "Always empty: no disorder, implicit atoms, attachments or assemblies",
                                (), lambda r: []),
+    "_mliplake_config_id": _std("string", "Content hash of the configuration (structure, labels and method): "
+                                "the same frame has the same one in every dataset", "config_id", sortable=True),
     "_mliplake_dataset": _std("string", "The dataset holding the configuration", "dataset", sortable=True),
     "_mliplake_deposit_id": _std("string", "The deposit that stored it", "deposit_id", sortable=True),
     "_mliplake_structure_hash": _std("string", "Hash of the structure alone (positions, cell, species, pbc)",
@@ -178,7 +187,7 @@ PROPS: dict[str, Prop] = {
     "_mliplake_method": Prop("dictionary", "How the labels were computed (filter with _mliplake_method.<key>)",
                              ("method",), _json_column("method")),
 }
-ID_SORT = "config_id"
+ID_SORT = ID_SQL
 #: standard structures fields the lake does not hold: null in entries, unknown in filters
 ABSENT = ("immutable_id", "space_group_symmetry_operations_xyz", "space_group_symbol_hall",
           "space_group_symbol_hermann_mauguin", "space_group_symbol_hermann_mauguin_extended",
@@ -194,7 +203,7 @@ FILTER_NAMES = {
     "chemical_formula_reduced": "chemical_formula_reduced", "chemical_formula_hill": "chemical_formula_hill",
     "chemical_formula_anonymous": "chemical_formula_anonymous",
     "chemical_formula_descriptive": "chemical_formula_hill",
-    **{f"_{PREFIX}_{n}": n for n in ("dataset", "deposit_id", "structure_hash", "source_file", "frame_index",
+    **{f"_{PREFIX}_{n}": n for n in ("config_id", "dataset", "deposit_id", "structure_hash", "source_file", "frame_index",
                                      "energy", "energy_per_atom", "max_force", "volume")},
 }
 _SYMBOL_LIST = "[" + ", ".join(f"'{s}'" for s in SYMBOLS[1:]) + "]"
@@ -284,8 +293,33 @@ def translate(text: str) -> Translation:
     return tr
 
 
+def split_id(entry_id: str) -> tuple[str, str] | None:
+    """``<dataset>:<config_id>`` -> (dataset, config_id); None for anything else."""
+    from ..manifest import DATASET_NAME
+
+    dataset, sep, config_id = entry_id.partition(ID_SEP)
+    if not sep or not DATASET_NAME.match(dataset) or not re.fullmatch(r"[0-9a-f]+", config_id):
+        return None
+    return dataset, config_id
+
+
+def _id_node(node: Any) -> Any:
+    """A condition on ``id`` over the id's two columns: ``=`` and ``!=`` on (dataset, config_id),
+    which the lake prunes files by; anything else on the joined text."""
+    from ..filters import FIELDS, And, Compare, Field, FieldSpec, Not
+
+    f = node.field
+    if isinstance(node, Compare) and node.op in ("=", "!=") and isinstance(node.value, str):
+        parts = split_id(node.value)
+        if parts is not None:
+            same = And((Compare(Field(FIELDS["dataset"], pos=f.pos), "=", parts[0]),
+                        Compare(Field(FIELDS["config_id"], pos=f.pos), "=", parts[1])))
+            return same if node.op == "=" else Not(same)
+    return replace(node, field=Field(FieldSpec("id", "string", ID_SQL), pos=f.pos))
+
+
 def _swap_fields(node: Any, roots: list[str]) -> Any:
-    """The parsed tree with each sentinel key replaced by its SQL root."""
+    """The parsed tree with each sentinel key replaced by its SQL root, and ``id`` by the entry id."""
     from ..filters import And, Field, Not, Or
 
     if isinstance(node, (And, Or)):
@@ -295,6 +329,8 @@ def _swap_fields(node: Any, roots: list[str]) -> Any:
     f = getattr(node, "field", None)
     if isinstance(f, Field) and f.spec is None and f.root == "info" and f.path and f.path[0].startswith(SENTINEL):
         return replace(node, field=Field(None, roots[int(f.path[0][len(SENTINEL):])], ("v",), f.pos))
+    if isinstance(f, Field) and f.spec is not None and f.spec.name == "id":
+        return _id_node(node)
     return node
 
 
@@ -386,17 +422,33 @@ def meta(request: Request, more: bool = False, returned: int | None = None, avai
     return out
 
 
-def document(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(jsonable(body), status_code=status, media_type=MEDIA_TYPE, headers=headers)
+def _plain(value: Any) -> Any:
+    if hasattr(value, "isoformat") or isinstance(value, bytes):
+        return jsonable(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def render(body: dict[str, Any]) -> bytes:
+    """``body`` as JSON, NaN and infinities as null: one pass of the encoder, unless a value is not finite
+    (rare: then the document is cleaned first)."""
+    try:
+        text = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_plain)
+    except ValueError:
+        text = json.dumps(jsonable(body), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return text.encode()
+
+
+def document(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(render(body), status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
 def error_document(request: Request, status: int, title: str, detail: str,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+                   headers: dict[str, str] | None = None) -> Response:
     body = {"errors": [{"status": str(status), "title": title, "detail": detail}], "meta": meta(request)}
     return document(body, status, headers)
 
 
-def _error_for(request: Request, exc: Exception) -> JSONResponse:
+def _error_for(request: Request, exc: Exception) -> Response:
     from http import HTTPStatus
 
     from ..filters import FilterError
@@ -443,19 +495,9 @@ def _columns_for(fields: Iterable[str]) -> list[str]:
     return list(cols)
 
 
-def _last_modified(con: Any, rows: list[Row]) -> None:
-    ids = sorted({r["deposit_id"] for r in rows})
-    if not ids:
-        return
-    found = dict(con.execute("SELECT deposit_id, left(max(created_at), 19) || 'Z' FROM deposits "
-                             "WHERE list_contains(?, deposit_id) GROUP BY deposit_id", [ids]).fetchall())
-    for r in rows:
-        r["_last_modified"] = found.get(r["deposit_id"])
-
-
 def entry(row: Row, fields: Iterable[str]) -> dict[str, Any]:
     attributes = {f: (PROPS[f].get(row) if f in PROPS else None) for f in fields}
-    return {"id": row["config_id"], "type": "structures", "attributes": attributes}
+    return {"id": f"{row['dataset']}{ID_SEP}{row['config_id']}", "type": "structures", "attributes": attributes}
 
 
 def response_fields(text: str | None) -> tuple[list[str], list[str]]:
@@ -469,7 +511,8 @@ def response_fields(text: str | None) -> tuple[list[str], list[str]]:
 
 
 def _select(fields: list[str]) -> str:
-    return ", ".join(_columns_for(fields))
+    cols = ", ".join(_columns_for(fields))
+    return cols + (f", {LAST_MODIFIED_SQL} AS _last_modified" if "last_modified" in fields else "")
 
 
 def order_by(sort: str | None) -> str:
@@ -533,16 +576,21 @@ def list_structures(request: Request, filter: str | None, fields_text: str | Non
     if page.after is not None:
         clause = f"({clause}) AND (dataset > ? OR (dataset = ? AND config_id > ?))"
         params += [page.after[0], page.after[0], page.after[1]]
+    counts = (f"SELECT count(*) FILTER (WHERE {compiled.clause}) AS _returned, count(*) AS _available "
+              "FROM configurations")
     with time_limit(lake, con):
-        table = con.execute(f"SELECT {_select(fields)} FROM configurations WHERE {clause} ORDER BY {order} "
-                            f"LIMIT {page.limit + 1} OFFSET {page.offset}", params).to_arrow_table()
-        returned, available = con.execute(f"SELECT count(*) FILTER (WHERE {compiled.clause}), count(*) "
-                                          "FROM configurations", compiled.params).fetchone()
-    rows = table.to_pylist()
+        # one query: the page, its entries' last_modified and the counts (each query pays the lake's
+        # fixed cost of opening its snapshot once)
+        rows = con.execute(f"WITH _n AS ({counts}) SELECT {_select(fields)}, _n._returned, _n._available "
+                           f"FROM configurations, _n WHERE {clause} ORDER BY {order} "
+                           f"LIMIT {page.limit + 1} OFFSET {page.offset}",
+                           [*compiled.params, *params]).to_arrow_table().to_pylist()
+        if rows:
+            returned, available = rows[0]["_returned"], rows[0]["_available"]
+        else:  # past the last entry (or none): the counts alone
+            returned, available = con.execute(counts, compiled.params).fetchone()
     more = len(rows) > page.limit
     rows = rows[:page.limit]
-    if "last_modified" in fields:
-        _last_modified(con, rows)
     return {"data": [entry(r, fields) for r in rows],
             "meta": meta(request, more, returned, available, [*compiled.warnings, *field_warnings]),
             "links": {"next": _next_link(request, page, rows) if more and rows else None,
@@ -551,14 +599,15 @@ def list_structures(request: Request, filter: str | None, fields_text: str | Non
 
 def one_structure(request: Request, entry_id: str, fields_text: str | None) -> dict[str, Any]:
     fields, warnings = response_fields(fields_text)
+    parts = split_id(entry_id)
+    if parts is None:
+        raise OptimadeError(404, "Not Found", f"no structure with id {entry_id!r}: ids are <dataset>:<config_id> "
+                                              f"(find a config_id with _{PREFIX}_config_id = \"...\")")
     con = lake_for(request).connection()
-    table = con.execute(f"SELECT {_select(fields)} FROM configurations WHERE config_id = ? ORDER BY {ORDER} "
-                        "LIMIT 1", [entry_id]).to_arrow_table()
-    if table.num_rows == 0:
+    rows = con.execute(f"SELECT {_select(fields)} FROM configurations WHERE dataset = ? AND config_id = ? "
+                       "LIMIT 1", list(parts)).to_arrow_table().to_pylist()
+    if not rows:
         raise OptimadeError(404, "Not Found", f"no structure with id {entry_id!r}")
-    rows = table.to_pylist()
-    if "last_modified" in fields:
-        _last_modified(con, rows)
     return {"data": entry(rows[0], fields), "meta": meta(request, False, 1, None, warnings),
             "links": {"base_url": base_url(request)}}
 
@@ -579,8 +628,9 @@ def info(request: Request) -> dict[str, Any]:
 
 def structures_info(request: Request) -> dict[str, Any]:
     properties: dict[str, Any] = {
-        "id": {"description": "The configuration's id (config_id, a content hash)", "type": "string",
-               "sortable": True},
+        "id": {"description": "The entry's id, <dataset>:<config_id>: unique in this database (the same frame "
+                             "in two datasets is two entries; _mliplake_config_id is the same for both)",
+               "type": "string", "sortable": True},
         "type": {"description": "Always 'structures'", "type": "string", "sortable": False},
     }
     for name, p in PROPS.items():
@@ -622,27 +672,27 @@ def _check_format(response_format: str | None) -> None:
 def _structures_route(request: Request, filter: str | None = None, response_fields: str | None = None,
                       sort: str | None = None, page_limit: Limit = None, page_offset: Offset = None,
                       page_number: Number = None, page_above: str | None = None,
-                      response_format: str | None = None) -> JSONResponse:
+                      response_format: str | None = None) -> Response:
     _check_format(response_format)
     page = paging(request, page_limit, page_offset, page_number, page_above, sort)
     return document(list_structures(request, filter, response_fields, sort, page))
 
 
 def _structure_route(request: Request, entry_id: str, response_fields: str | None = None,
-                     response_format: str | None = None) -> JSONResponse:
+                     response_format: str | None = None) -> Response:
     _check_format(response_format)
     return document(one_structure(request, entry_id, response_fields))
 
 
-def _info_route(request: Request) -> JSONResponse:
+def _info_route(request: Request) -> Response:
     return document(info(request))
 
 
-def _structures_info_route(request: Request) -> JSONResponse:
+def _structures_info_route(request: Request) -> Response:
     return document(structures_info(request))
 
 
-def _links_route(request: Request) -> JSONResponse:
+def _links_route(request: Request) -> Response:
     return document(links(request))
 
 
