@@ -200,42 +200,32 @@ _JSON_DTYPE = ("CASE t WHEN 'varchar' THEN 'string' WHEN 'double' THEN 'number' 
 
 def keys_view_sql(schema: str) -> str:
     """Every key: labels and derived columns by name, user keys from the JSON columns, inside DuckDB."""
+    return f"CREATE VIEW {schema}.keys AS {_keys_sum('TRUE', '(' + _keys_by_dataset_sql(f'{schema}.configurations') + ')')}"
+
+
+def _keys_by_dataset_sql(source: str) -> str:
+    """The numbers of every key per dataset (and JSON type) over the rows of ``source``."""
     parts = []
     for name, (_, unit) in LABELS.items():
         parts.append(f"SELECT '{name}' AS key, 'label' AS category, '{LABEL_DTYPES[name]}' AS dtype, '{unit}' AS unit, "
-                     f"count({name}) AS configurations, "
-                     f"list_sort(list(DISTINCT dataset) FILTER ({name} IS NOT NULL)) AS datasets FROM {schema}.configurations")
+                     f"dataset, count({name}) AS configurations FROM {source} GROUP BY dataset")
     for name, (unit, _) in DERIVED.items():
         dtype = "string" if "formula" in name else ("list" if name == "elements" else "number")
-        parts.append(f"SELECT '{name}', 'derived', '{dtype}', '{unit}', count({name}), "
-                     f"list_sort(list(DISTINCT dataset) FILTER ({name} IS NOT NULL)) FROM {schema}.configurations")
+        parts.append(f"SELECT '{name}', 'derived', '{dtype}', '{unit}', dataset, count({name}) FROM {source} GROUP BY dataset")
     for col in ("info", "arrays"):
         # per-atom keys: the type of their entries; info keys: the type of the value
         kind = "lower(json_type(j.value, '$[0]'))" if col == "arrays" else "lower(j.type)"
-        parts.append(
-            f"SELECT key, '{col}', string_agg(DISTINCT {_JSON_DTYPE}, '|'), '', count(*), list_sort(list(DISTINCT dataset)) "
-            f"FROM (SELECT j.key AS key, {kind} AS t, c.dataset AS dataset "
-            f"FROM {schema}.configurations c, json_each(c.{col}) j) GROUP BY key")
-    return (f"CREATE VIEW {schema}.keys AS SELECT * FROM (" + " UNION ALL ".join(parts) + ") WHERE configurations > 0")
-
-
-def _keys_by_dataset_sql() -> str:
-    """The ``keys`` view's numbers per dataset (and JSON type), over every row."""
-    parts = []
-    for name, (_, unit) in LABELS.items():
-        parts.append(f"SELECT '{name}' AS key, 'label' AS category, '{LABEL_DTYPES[name]}' AS dtype, '{unit}' AS unit, "
-                     f"dataset, count({name}) AS configurations FROM configurations GROUP BY dataset")
-    for name, (unit, _) in DERIVED.items():
-        dtype = "string" if "formula" in name else ("list" if name == "elements" else "number")
-        parts.append(f"SELECT '{name}', 'derived', '{dtype}', '{unit}', dataset, count({name}) "
-                     f"FROM configurations GROUP BY dataset")
-    for col in ("info", "arrays"):
-        kind = "lower(json_type(j.value, '$[0]'))" if col == "arrays" else "lower(j.type)"
-        parts.append(
-            f"SELECT key, '{col}', {_JSON_DTYPE}, '', dataset, count(*) "
-            f"FROM (SELECT j.key AS key, {kind} AS t, c.dataset AS dataset "
-            f"FROM configurations c, json_each(c.{col}) j) GROUP BY key, t, dataset")
+        parts.append(f"SELECT key, '{col}', {_JSON_DTYPE}, '', dataset, count(*) "
+                     f"FROM (SELECT j.key AS key, {kind} AS t, c.dataset AS dataset "
+                     f"FROM {source} c, json_each(c.{col}) j) GROUP BY key, t, dataset")
     return " UNION ALL ".join(parts)
+
+
+def _keys_sum(pred: str, by_dataset: str) -> str:
+    """Per-dataset key numbers summed over the datasets ``pred`` keeps: the ``keys`` view's rows."""
+    return (f"SELECT key, category, string_agg(DISTINCT dtype, '|') AS dtype, any_value(unit) AS unit, "
+            f"sum(configurations)::BIGINT AS configurations, list_sort(list(DISTINCT dataset)) AS datasets "
+            f"FROM {by_dataset} WHERE configurations > 0 AND {pred} GROUP BY key, category")
 
 
 _KEYS: weakref.WeakKeyDictionary[Any, tuple[int, pa.Table]] = weakref.WeakKeyDictionary()
@@ -253,15 +243,13 @@ def keys(lake: Lake) -> pa.Table:
         if hit is None or hit[0] != snap:
             owner = lake.as_principal(LOCAL_OWNER)
             snap = lake.tables.snapshot()
-            hit = (snap, owner.connection().sql(_keys_by_dataset_sql()).to_arrow_table())
+            hit = (snap, owner.connection().sql(_keys_by_dataset_sql("configurations")).to_arrow_table())
             _KEYS[lake.tables] = hit
     con = lake.connection()
     con.register("_keys_by_dataset", hit[1])
     try:
-        return con.sql(f"""SELECT key, category, string_agg(DISTINCT dtype, '|') AS dtype, any_value(unit) AS unit,
-                                  sum(configurations)::BIGINT AS configurations, list_sort(list(DISTINCT dataset)) AS datasets
-                           FROM _keys_by_dataset WHERE configurations > 0 AND {lake.scope().sql_predicate()}
-                           GROUP BY key, category ORDER BY category, key""").to_arrow_table()
+        return con.sql(_keys_sum(lake.scope().sql_predicate(), "_keys_by_dataset") + " ORDER BY category, key"
+                       ).to_arrow_table()
     finally:
         con.unregister("_keys_by_dataset")
 
