@@ -25,7 +25,7 @@ Ratios are API / anchor for times (1.0: no overhead).  Targets: added p50 latenc
 count and search; a deep page as fast as the first (cursor paging: no growth with depth); export at
 least 0.8x the library's speed, byte-identical, with server memory growth that does not grow with the
 size of the download; upload at least 0.5x a file copy's speed.  OPTIMADE against the reference
-server is measured by bench/optimade.py.
+server is measured by bench/optimade_reference.py.
 
     .venv/bin/python bench/api.py [--frames 200000] [--runs 15] [--deep 100000] [--big-lake DIR] [--no-doc]
 """

@@ -144,15 +144,16 @@ class CuttingProxy:
         self.sock.close()
 
 
-def tiny_frames(path, symbol: str, n: int, key: str | None = None, bad: int = 0):
-    """``n`` two-atom extxyz frames of ``symbol`` (distinct positions and energies), an info ``key``
-    with the frame's number if given, and ``bad`` broken frames after them (quarantined)."""
+def tiny_frames(path, symbol: str, n: int, key: str | None = None, bad: int = 0, offset: float = 0.0):
+    """``n`` two-atom extxyz frames of ``symbol`` (distinct positions and energies, shifted by
+    ``offset`` to make other frames), an info ``key`` with the frame's number if given, and ``bad``
+    broken frames after them (quarantined)."""
     with open(path, "w") as f:
         for i in range(n):
             extra = f" {key}={i}" if key else ""
             f.write(f'2\nLattice="6 0 0 0 6 0 0 0 6" Properties=species:S:1:pos:R:3:forces:R:3 '
-                    f'energy={-2.0 - i * 0.01:.5f}{extra} pbc="T T T"\n'
-                    f"{symbol} 0 0 0 0.1 0 0\n{symbol} 1.1 {0.1 * i:.4f} 0 -0.1 0 0\n")
+                    f'energy={-2.0 - i * 0.01 - offset:.5f}{extra} pbc="T T T"\n'
+                    f"{symbol} 0 0 0 0.1 0 0\n{symbol} 1.1 {0.1 * i + offset:.4f} 0 -0.1 0 0\n")
         for _ in range(bad):  # 2 atoms declared, 1 given
             f.write("2\nenergy=1 Properties=species:S:1:pos:R:3\nCu 0 0 0\n")
     return path

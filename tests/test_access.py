@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support import tiny_frames
 
 import mliplake
 from mliplake import catalog_search, ml
@@ -27,30 +28,20 @@ ADMIN = Principal.admin()
 SECRET_KEY = "secret_recipe"  # an info key that only the private datasets have
 
 
-def frames(path: Path, symbol: str, n: int, key: str | None = None, offset: float = 0.0) -> Path:
-    with open(path, "w") as f:
-        for i in range(n):
-            extra = f" {key}={i}" if key else ""
-            f.write(f'2\nLattice="6 0 0 0 6 0 0 0 6" Properties=species:S:1:pos:R:3:forces:R:3 '
-                    f'energy={-2.0 - i * 0.01 - offset:.5f}{extra} pbc="T T T"\n'
-                    f"{symbol} 0 0 0 0.1 0 0\n{symbol} 1.1 {0.1 * i + offset:.4f} 0 -0.1 0 0\n")
-    return path
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("access")
     owner = mliplake.Lake(tmp / "lake")
     alice = owner.as_principal(ALICE)
     deps = {}
-    deps["pub"] = owner.deposit([frames(tmp / "pub.xyz", "Si", 6)], manifest={"dataset": "pub"}).deposit_id
+    deps["pub"] = owner.deposit([tiny_frames(tmp / "pub.xyz", "Si", 6)], manifest={"dataset": "pub"}).deposit_id
     bad = tmp / "priv.xyz"
-    frames(bad, "Cu", 5, key=SECRET_KEY)
+    tiny_frames(bad, "Cu", 5, key=SECRET_KEY)
     with open(bad, "a") as f:  # one broken frame: a quarantine to find
         f.write("2\nenergy=1 Properties=species:S:1:pos:R:3\nCu 0 0\n")
     deps["priv"] = alice.deposit([bad], manifest={"dataset": "priv", "visibility": "private", "groups": ["g1"],
                                                   "submitter": "alice@example.org"}).deposit_id
-    deps["emb"] = alice.deposit([frames(tmp / "emb.xyz", "Au", 4, key=SECRET_KEY, offset=1)],
+    deps["emb"] = alice.deposit([tiny_frames(tmp / "emb.xyz", "Au", 4, key=SECRET_KEY, offset=1)],
                                 manifest={"dataset": "emb", "visibility": "embargoed",
                                           "embargo_until": "2099-01-01"}).deposit_id
     from mliplake import catalogue

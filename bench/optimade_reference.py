@@ -17,7 +17,7 @@ interleaved ours, reference, ours, ...): the first page of every structure (``pa
 operation's ``data_returned`` (and the ids of a full walk) must agree between the servers.  Ratio:
 ours / reference (below 1: ours is faster).
 
-    .venv/bin/python bench/optimade.py [--frames 3000] [--runs 9] [--no-doc]
+    .venv/bin/python bench/optimade_reference.py [--frames 3000] [--runs 9] [--no-doc]
 
 The reference server needs optimade's server extras (``pip install "optimade[server]"``: mongomock and
 pymongo).
@@ -264,7 +264,7 @@ def render(rows: list[dict], facts: dict, frames: int, runs: int) -> str:
         "/".join(f"{x:.1f}" for x in facts["load_after"]) + " after (1/5/15-minute load averages)"
     lines = [
         "## OPTIMADE", "",
-        f"`bench/optimade.py --frames {frames} --runs {runs}`: mliplake's `/optimade/v1/structures` against "
+        f"`bench/optimade_reference.py --frames {frames} --runs {runs}`: mliplake's `/optimade/v1/structures` against "
         "the reference implementation, optimade-python-tools' server (`optimade.server.create_app`, mongomock "
         "backend), both under uvicorn (one process each, 127.0.0.1), serving the same "
         f"{facts['n']:,} structures (a synthetic lake, MPtrj-like sizes: median 20 sites; every field of each entry "
