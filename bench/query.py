@@ -6,11 +6,19 @@ element subsets of Z=1..83 (oxygen-rich, 1-5 elements) plus ~12 % common
 prototypes (SiO2, TiO2, LiCoO2, Cu-Ni alloys, ...), periodic triclinic cells,
 energy, forces, stress on a per-dataset fraction, ``info.config_type`` and
 ``info.temperature``; 10 datasets, 30 deposits of 50,000.  Frames are generated
-with numpy as :class:`mliplake.readers.RawFrame` objects, normalised with
-:func:`mliplake.normalise.normalise_batch` and written by the library's own
-shard writer and commit (``mliplake.ingest``), in 4,000-frame batches, which
-the writer gathers into row groups of up to 16,384 rows as for any deposit, so the
-result is a normal lake.
+with numpy as :class:`mliplake.readers.RawFrame` objects and go through the
+steps of a deposit after parsing (``mliplake.ingest._ingest``), one deposit per
+worker process at a time (``--workers``, default one per CPU up to 8):
+:func:`mliplake.normalise.normalise_batch` in
+4,000-frame batches; ``ingest._ShardWriter`` stages the rows as Parquet under
+the deposit's folder (row groups of 16,384); ``ingest._commit`` runs the
+deposit's one DuckLake transaction (staged rows copied into the
+``configurations`` table less duplicates of the dataset, the deposit record,
+the dataset's policy), retried on a concurrent commit; ``ingest._drop_staged``
+deletes the staged files.  So the result is a normal lake (DuckLake catalog
+``catalog.sqlite`` + ``data/``), opened with ``Lake(path)`` and no
+``MLIPLAKE_*`` settings.  Skipped: the raw zone (there are no original files)
+and the within-deposit duplicate pass (the generated frames are distinct).
 
 Then, for a fixed set of filters (selective to broad), it times on one reused
 ``Lake`` object (as a service would): ``lake.count(f)`` and ``lake.search(f,
@@ -27,6 +35,11 @@ the query.  ase.db counts are measured on the slice and extrapolated linearly to
 the full lake size (labelled as such).  A small mliplake lake of the same slice
 checks that both give the same counts.
 
+``--no-profile`` skips "where a count's time goes": opening a lake, the
+per-query session, parse + compile, DuckDB's planning and executor time
+(``EXPLAIN (ANALYZE, FORMAT json)``), and fetch-100's steps as
+``query._search`` runs them.
+
 Results go to the ``## Query`` section of ``docs/performance.md``.
 
 Usage::
@@ -35,6 +48,7 @@ Usage::
     .venv/bin/python bench/query.py --rebuild       # rebuild the lakes and the ase.db
     .venv/bin/python bench/query.py --drop-caches   # cold-query time with the OS page cache dropped (root)
     .venv/bin/python bench/query.py --no-doc        # measure and print only
+    .venv/bin/python bench/query.py --wait-idle 300 # first wait (up to 5 min) for a quiet machine
 """
 from __future__ import annotations
 
@@ -61,6 +75,10 @@ from perfdoc import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))  # the working tree, even when the package is not installed
+# bench/ (this script's folder, first on the path) goes last: a bench module must never shadow a package
+# that the library imports (bench/optimade.py and the optimade package)
+_BENCH = ROOT / "bench"
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH] + [str(_BENCH)]
 
 DEFAULT_WORK = ROOT / "bench" / "_work"
 DOC = ROOT / "docs" / "performance.md"
@@ -230,9 +248,26 @@ def _manifest(dataset: str) -> Any:
 
 
 def write_deposit(lake_dir: str, k: int, plan: Plan, n: int | None = None) -> dict[str, Any]:
-    """Deposit ``k`` (or its first ``n`` frames) into the lake at ``lake_dir``, committed as a normal deposit."""
+    """Deposit ``k`` (or its first ``n`` frames) into the lake at ``lake_dir``, committed as a normal deposit.
+
+    The steps of ``ingest._ingest`` after parsing: ``normalise_batch`` per batch, ``_ShardWriter`` stages
+    the rows as Parquet under the deposit's shard folder, ``_commit`` runs the one DuckLake transaction
+    of a deposit (previous version out, staged rows copied into ``configurations`` less duplicates of
+    the dataset, empty quarantine, the deposit record, the dataset's policy), ``_drop_staged`` deletes
+    the staged files.  Not done: raw originals (there is no file; the record's ``raw`` folder holds only
+    ``manifest.json``) and the within-deposit duplicate pass (generated frames are distinct; the commit
+    still checks against the dataset's stored rows)."""
     from mliplake import Lake
-    from mliplake.ingest import DepositReport, FileReport, _collect, _commit, _ShardWriter, deposit_id_for
+    from mliplake.ingest import (
+        DepositReport,
+        FileReport,
+        _collect,
+        _commit,
+        _drop_staged,
+        _quarantine_table,
+        _ShardWriter,
+        deposit_id_for,
+    )
     from mliplake.normalise import FileContext, normalise_batch
 
     t0 = time.perf_counter()
@@ -262,38 +297,53 @@ def write_deposit(lake_dir: str, k: int, plan: Plan, n: int | None = None) -> di
         report.atoms += int(np.asarray(table.column("nsites")).sum())
         writer.write(table)
     writer.close()
-    report.frames_read = report.stored = fr.stored
+    report.frames_read = fr.frames_read
+    report.stored = fr.stored
     report.elements, report.labels = sorted(elements), sorted(labels)
     report.bytes_written = writer.bytes
     report.seconds = time.perf_counter() - t0
-    _commit(lake, report, m, writer.paths, [], "")
-    return {"k": k, "dataset": g.dataset, "deposit_id": dep, "stored": report.stored, "atoms": report.atoms,
-            "bytes": writer.bytes, "seconds": report.seconds, "generate_s": t_gen}
+    t1 = time.perf_counter()
+    try:
+        _commit(lake, report, m, writer.paths, _quarantine_table(g.dataset, dep, []), replace=False)
+    finally:
+        _drop_staged(lake, writer.paths)
+    t_commit = time.perf_counter() - t1
+    lake.tables.close()
+    return {"k": k, "dataset": g.dataset, "deposit_id": dep, "stored": report.stored, "duplicates": report.duplicates,
+            "atoms": report.atoms, "bytes": writer.bytes, "seconds": time.perf_counter() - t0, "generate_s": t_gen,
+            "commit_s": t_commit}
 
 
 def _write_deposit_star(args: tuple) -> dict[str, Any]:
     return write_deposit(*args)
 
 
-def build_lake(path: Path, plan: Plan, workers: int, ks: list[int], n: int | None, label: str) -> float:
-    """Deposits ``ks`` into a fresh lake at ``path``, ``workers`` processes; returns the wall seconds."""
+def build_lake(path: Path, plan: Plan, workers: int, ks: list[int], n: int | None,
+               label: str) -> tuple[float, dict[str, float]]:
+    """Deposits ``ks`` into a fresh lake at ``path``, ``workers`` processes; returns the wall seconds and
+    the seconds the deposits spent generating and committing (summed over processes)."""
     if path.exists():
         shutil.rmtree(path)
     path.mkdir(parents=True)
     t0 = time.perf_counter()
     jobs = [(str(path), k, plan, n) for k in ks]
     done = rows = 0
+    sums = {"generate_s": 0.0, "commit_s": 0.0, "deposit_s": 0.0, "duplicates": 0}
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     with ctx.Pool(workers) as pool:
         for r in pool.imap_unordered(_write_deposit_star, jobs):
             done += 1
             rows += r["stored"]
+            sums["generate_s"] += r["generate_s"]
+            sums["commit_s"] += r["commit_s"]
+            sums["deposit_s"] += r["seconds"]
+            sums["duplicates"] += r["duplicates"]
             el = time.perf_counter() - t0
             print(f"  [{label}] deposit {done}/{len(ks)} ({r['dataset']}, {r['deposit_id']}): {r['stored']:,} rows, "
                   f"{r['atoms']:,} atoms, {r['bytes'] / 1e6:.1f} MB in {r['seconds']:.1f} s "
-                  f"(generate {r['generate_s']:.1f} s) | {rows:,} rows, {el:.0f} s, {rows / el:,.0f} rows/s",
-                  flush=True)
-    return time.perf_counter() - t0
+                  f"(generate {r['generate_s']:.1f} s, commit {r['commit_s']:.1f} s) | {rows:,} rows, {el:.0f} s, "
+                  f"{rows / el:,.0f} rows/s", flush=True)
+    return time.perf_counter() - t0, sums
 
 
 def tree_bytes(path: Path) -> tuple[int, int]:
@@ -599,47 +649,23 @@ def measure(lake_dir: Path, slice_dir: Path, ase_path: Path, runs: int, ase_runs
 # ----------------------------------------------------------------------------- profiling
 
 
-def _explain_summary(text: str) -> dict[str, Any]:
-    """Total time, data read, row groups scanned and per-operator times of an EXPLAIN ANALYZE tree."""
-    import re
+def _explain_summary(con: Any, sql: str, params: list[Any]) -> dict[str, Any]:
+    """DuckDB's own account of one run of ``sql`` (``EXPLAIN (ANALYZE, FORMAT json)``): the executor's latency
+    and the slowest operators (operator times add up across threads).  Its byte and row counters are
+    not used: bytes read are 0 once DuckDB's file cache holds the data, and rows scanned counted the
+    whole table twice whatever the filter."""
+    prof = json.loads(con.execute(f"EXPLAIN (ANALYZE, FORMAT json) {sql}", params).fetchall()[0][1])
+    ops: list[tuple[str, float]] = []
 
-    unit = {"µs": 1e-3, "us": 1e-3, "ms": 1.0, "s": 1e3}
-    out: dict[str, Any] = {"ops": []}
-    m = re.search(r"Total Time:\s+([\d.]+)s", text)
-    out["total_ms"] = float(m.group(1)) * 1e3 if m else float("nan")
-    m = re.search(r"Data Read:\s+([\d.]+\s*[kMGT]?i?B)", text)
-    out["data_read"] = m.group(1) if m else "?"
-    m = re.search(r"Row Groups Scanned:\s+(\d+) / (\d+)", text)
-    out["row_groups"] = f"{m.group(1)}/{m.group(2)}" if m else "?"
-    names: list[str] = []
-    for line in text.splitlines():
-        names += [n.strip() for n in re.findall(r"╭─ ([^─╮]+?) ─", line) if n.strip() != "Summary"]
-        if "Total Time" in line:
-            continue
-        for t, u in re.findall(r"\s([\d.]+)(µs|us|ms|s)\s*│", line):
-            if names:
-                out["ops"].append((names.pop(0), float(t) * unit[u]))
-    out["ops"].sort(key=lambda x: -x[1])
-    return out
+    def walk(node: dict[str, Any]) -> None:
+        if node.get("operator_type") not in (None, "EXPLAIN_ANALYZE"):
+            ops.append((node.get("operator_name") or node["operator_type"], 1e3 * node.get("operator_timing", 0.0)))
+        for child in node.get("children", []):
+            walk(child)
 
-
-def rewrite_lake(src: Path, dst: Path, row_group: int) -> None:
-    """A copy of the lake with the same records and shard paths, each shard rewritten with bigger row groups."""
-    import pyarrow.parquet as pq
-
-    from mliplake import Lake
-    from mliplake.schema import CONFIGURATIONS, PARQUET_OPTIONS
-
-    if dst.exists():
-        shutil.rmtree(dst)
-    shutil.copytree(src / "tables" / "deposits", dst / "tables" / "deposits")
-    lake = Lake(src)
-    for rec in lake.records():
-        for rel in rec.get("shards", []):
-            out = dst / rel
-            out.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(pq.read_table(src / rel, schema=CONFIGURATIONS), out, row_group_size=row_group,
-                           **PARQUET_OPTIONS)
+    walk(prof)
+    ops.sort(key=lambda x: -x[1])
+    return {"latency_ms": 1e3 * prof.get("latency", float("nan")), "ops": ops}
 
 
 class CpuMeter:
@@ -678,42 +704,43 @@ def wait_idle(max_s: float, threshold: float = 0.25, sample_s: float = 5.0) -> N
         print(f"  other processes use {busy:.2f} CPUs; waiting for a quieter machine ({waited:.0f} s)", flush=True)
 
 
-def _view_con(lake: Any, settings: list[str]) -> Any:
-    from mliplake.query import connect
-
-    con = connect(lake)
-    for s in settings:
-        con.execute(s)
-    return con
-
-
-def profile(lake_dir: Path, big_rg_dir: Path, rows: list[Row], runs: int) -> dict[str, Any]:
-    """Where a count's time goes: connection check, filter compile, DuckDB; what settings and layout change."""
+def profile(lake_dir: Path, rows: list[Row], runs: int) -> dict[str, Any]:
+    """Where a count's time goes: opening a lake, the per-query session, parse + compile, DuckDB
+    (planning over the DuckLake catalog, then the scan); and fetch-100's steps as ``query._search``
+    runs them."""
     from mliplake import Lake
     from mliplake.filters import parse
-    from mliplake.query import connect
+    from mliplake.query import LAKE_ORDER
     from mliplake.sql import where
 
-    lake = Lake(lake_dir)
-    lake.connection()
     out: dict[str, Any] = {"filters": []}
-    ts, _ = timed(lambda: lake.connection(), runs)
-    out["connection_check_ms"] = med(ts)  # per query: the deposits listing behind lake.connection()
-    ts, _ = timed(lambda: connect(lake), 3)
-    out["connect_ms"] = med(ts)
-    big = Lake(big_rg_dir)
-    cons = {
-        "default": _view_con(lake, []),
-        "metadata cache": _view_con(lake, ["SET parquet_metadata_cache = true"]),
-        "50k-row groups": _view_con(big, []),
-        "50k-row groups + metadata cache": _view_con(big, ["SET parquet_metadata_cache = true"]),
-    }
+    # a new Lake has a DuckDB instance of its own: its first connection() loads the extensions,
+    # attaches the DuckLake catalog, checks the tables and builds the principal's views
+    lake_ms, first_ms = [], []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        fresh = Lake(lake_dir)
+        t1 = time.perf_counter()
+        fresh.connection().close()
+        t2 = time.perf_counter()
+        fresh.tables.close()
+        lake_ms.append(t1 - t0)
+        first_ms.append(t2 - t1)
+    out["lake_ms"], out["first_connection_ms"] = med(lake_ms), med(first_ms)
+
+    lake = Lake(lake_dir)
+    lake.connection().close()
+    ts, _ = timed(lambda: lake.connection().close(), runs)
+    out["session_ms"] = med(ts)  # per query: scope, the views' schema (made once), a new cursor
+
+    con = lake.connection()  # the library's session cursor, as count() gets it
+    out["metadata_cache_in_session"] = bool(con.execute("SELECT current_setting('parquet_metadata_cache')").fetchone()[0])
+    cached = lake.connection()
+    cached.execute("SET parquet_metadata_cache = true")
+    cons = {"session": con, "session + metadata cache": cached}
     out["variants"] = list(cons)
-    con = cons["default"]
-    for c in cons.values():
-        c.execute("SET enable_profiling = 'no_output'")
-    res = round_robin([lambda c=c: c.execute("SELECT count(*) FROM configurations").fetchall()
-                       for c in cons.values()], runs)
+    res = round_robin([lambda c=c: c.execute("SELECT count(*) FROM configurations").fetchall() for c in cons.values()],
+                      runs)
     out["count_all_ms"] = {name: med(ts) for name, (ts, _) in zip(cons, res)}
     cols = ", ".join(SEARCH_COLUMNS)
     for r in rows:
@@ -722,42 +749,39 @@ def profile(lake_dir: Path, big_rg_dir: Path, rows: list[Row], runs: int) -> dic
         ts, (sql, params) = timed(lambda: where(node), runs)
         compile_ms = med(ts)
         q = "SELECT count(*) FROM configurations WHERE " + sql
-        fq = f"SELECT {cols} FROM configurations WHERE {sql} ORDER BY dataset, source_file, frame_index LIMIT 100"
-        kq = (f"SELECT dataset, source_file, frame_index FROM configurations WHERE {sql} "
-              "ORDER BY dataset, source_file, frame_index LIMIT 100")
-        big_cached = cons["50k-row groups + metadata cache"]
+        kq = (f"SELECT deposit_id, frame_index, config_id FROM configurations WHERE {sql} "
+              f"ORDER BY {LAKE_ORDER} LIMIT 100")
+        keys = con.execute(kq, params).fetchall()
+        deps = sorted({k[0] for k in keys})
+        frames = [k[1] for k in keys]
+        if keys:
+            rq = (f"SELECT {cols} FROM configurations WHERE deposit_id IN ({', '.join('?' * len(deps))}) "
+                  f"AND frame_index BETWEEN {min(frames)} AND {max(frames)} "
+                  f"AND config_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY {LAKE_ORDER}")
+            rparams: list[Any] = [*deps, [k[2] for k in keys]]
+        else:  # no match: the library asks for the empty table
+            rq, rparams = f"SELECT {cols} FROM configurations LIMIT 0", []
         tasks = [lambda c=c: c.execute(q, params).fetchall() for c in cons.values()]
-        tasks += [lambda: con.execute(fq, params).fetchall(), lambda: con.execute(kq, params).fetchall(),
-                  lambda: big_cached.execute(fq, params).fetchall()]
+        tasks += [lambda: con.sql("SELECT * FROM configurations LIMIT 0").columns,
+                  lambda: con.execute(kq, params).fetchall(), lambda: con.execute(rq, rparams).fetchall()]
         res = [med(ts) for ts, _ in round_robin(tasks, runs)]
         variants = dict(zip(cons, res))
-        text = "\n".join(str(x[1]) for x in con.execute("EXPLAIN ANALYZE " + q, params).fetchall())
-        ex = _explain_summary(text)
-        # fetch: the search SQL as the library runs it, and its sort keys alone (what the top-N has to decode)
-        fetch = dict(zip(["search", "keys only", "search, 50k-row groups + metadata cache"], res[len(cons):]))
-        ftext = "\n".join(str(x[1]) for x in con.execute("EXPLAIN ANALYZE " + fq, params).fetchall())
-        fex = _explain_summary(ftext)
-        ops = [f"{name} {ms:.0f} ms" for name, ms in ex["ops"][:3] if ms > 0]
-        entry = {"name": r.name, "sql": sql, "parse_ms": parse_ms, "compile_ms": compile_ms,
-                 "duckdb_ms": variants, "ops": ops, "explain_total_ms": ex["total_ms"], "data_read": ex["data_read"],
-                 "row_groups_scanned": ex["row_groups"], "explain": text, "fetch_ms": fetch,
-                 "fetch_data_read": fex["data_read"], "fetch_ops": [f"{n} {ms:.0f} ms" for n, ms in fex["ops"][:2] if ms > 0]}
+        fetch = dict(zip(["columns", "keys", "rows"], res[len(cons):]))
+        ex = _explain_summary(con, q, params)
+        kex = _explain_summary(con, kq, params)
+        ops = [f"{name} {ms:.0f} ms" for name, ms in ex["ops"][:3] if ms >= 0.5]
+        entry = {"name": r.name, "sql": sql, "parse_ms": parse_ms, "compile_ms": compile_ms, "duckdb_ms": variants,
+                 "exec_ms": ex["latency_ms"], "ops": ops, "fetch_ms": fetch, "keys_exec_ms": kex["latency_ms"],
+                 "keys_ops": [f"{n} {ms:.0f} ms" for n, ms in kex["ops"][:2] if ms >= 0.5]}
         out["filters"].append(entry)
         print(f"  {r.name:26s} parse+compile {parse_ms + compile_ms:5.2f} ms | count: "
               + ", ".join(f"{k} {v:.1f}" for k, v in variants.items())
-              + f" ms | read {ex['data_read']}, {'; '.join(ops)} | fetch: "
-              + ", ".join(f"{k} {v:.1f}" for k, v in fetch.items()) + f" ms, read {fex['data_read']}", flush=True)
-    meta = con.execute(
-        "SELECT count(DISTINCT file_name), count(DISTINCT (file_name, row_group_id)), "
-        "min(row_group_num_rows), max(row_group_num_rows) FROM parquet_metadata("
-        + _files_literal(lake) + ")").fetchall()[0]
-    out["files"], out["row_groups"], out["rg_min"], out["rg_max"] = meta
+              + f" ms (executor {ex['latency_ms']:.1f} ms; {'; '.join(ops)}) | fetch: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in fetch.items()) + " ms", flush=True)
+    for c in (con, cached):
+        c.close()
+    lake.tables.close()
     return out
-
-
-def _files_literal(lake: Any) -> str:
-    files = [lake.uri(p) for p in lake.shard_files()]
-    return "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -768,16 +792,24 @@ def machine() -> dict[str, str]:
 
 
 def lake_stats(lake_dir: Path) -> dict[str, Any]:
+    """Sizes of a lake: deposits from their records, data files of ``configurations`` from DuckLake."""
     from mliplake import Lake
 
     lake = Lake(lake_dir)
     recs = lake.records()
-    shards = [lake.path(p) for r in recs for p in r.get("shards", [])]
-    shard_bytes = sum(os.path.getsize(p) for p in shards)
+    files = lake.data_files()
+    cur = lake.tables.cursor()
+    rg = cur.execute("SELECT count(*), min(n), max(n) FROM (SELECT DISTINCT file_name, row_group_id, "
+                     "row_group_num_rows AS n FROM parquet_metadata(?))", [files]).fetchone()
+    catalog = lake.tables.catalog.partition(":")[2]
     app, alloc = tree_bytes(lake_dir)
-    return {"configurations": sum(r.get("stored", 0) for r in recs), "atoms": sum(r.get("atoms", 0) for r in recs),
-            "deposits": len(recs), "datasets": len({r["dataset"] for r in recs}), "shards": len(shards),
-            "shard_bytes": shard_bytes, "bytes": app, "allocated": alloc}
+    out = {"configurations": sum(r.get("stored", 0) for r in recs), "atoms": sum(r.get("atoms", 0) for r in recs),
+           "deposits": len(recs), "datasets": len({r["dataset"] for r in recs}), "files": len(files),
+           "file_bytes": sum(os.path.getsize(p) for p in files), "row_groups": rg[0], "rg_min": rg[1],
+           "rg_max": rg[2], "catalog_bytes": os.path.getsize(catalog) if os.path.exists(catalog) else 0,
+           "bytes": app, "allocated": alloc}
+    lake.tables.close()
+    return out
 
 
 def _ms(x: float) -> str:
@@ -791,6 +823,7 @@ def render(rows: list[Row], stats: dict[str, Any], sstats: dict[str, Any], meta:
     scale = total / n_slice
     selective = lambda r: r.matches < 0.01 * total  # noqa: E731
     today = dt.date.today().isoformat()
+    sums = meta.get("build_sums", {})
     out = [
         SECTION,
         "",
@@ -799,15 +832,25 @@ def render(rows: list[Row], stats: dict[str, Any], sstats: dict[str, Any], meta:
         f"- Machine: {mach['cpu']}, nproc {mach['nproc']}, {mach['ram']} RAM; Python {mach['python']}",
         f"- Software: {mach['versions']}; git {mach['git']}",
         f"- Lake: {total:,} configurations, {stats['atoms']:,} atoms "
-        f"(mean {stats['atoms'] / total:.1f}/configuration), {stats['datasets']} datasets, {stats['deposits']} deposits, "
-        f"{stats['shards']} shards (row groups of up to {_row_group():,} rows); {stats['shard_bytes'] / 1e9:.2f} GB of Parquet, "
-        f"{stats['bytes'] / 1e9:.2f} GB on disk in all ({stats['allocated'] / 1e9:.2f} GB allocated)",
+        f"(mean {stats['atoms'] / total:.1f}/configuration), {stats['datasets']} datasets, {stats['deposits']} deposits; "
+        f"the DuckLake table `configurations` in {stats['files']} data files of {stats['file_bytes'] / 1e9:.2f} GB "
+        f"({stats['row_groups']} row groups of {stats['rg_min']:,}-{stats['rg_max']:,} rows), SQLite catalog "
+        f"{stats['catalog_bytes'] / 1e6:.1f} MB; {stats['bytes'] / 1e9:.2f} GB on disk in all "
+        f"({stats['allocated'] / 1e9:.2f} GB allocated)",
         "- Data: synthetic, MPtrj-like (seeded): log-normal sizes 2-100 atoms (median 11), 88 % random 1-5 element "
         "subsets of Z=1..83 (O-rich), 12 % common prototypes (SiO2, TiO2, LiCoO2, Cu-Ni, ...), periodic triclinic "
         "cells, energy, forces, stress on 0-100 % of a dataset, `info.config_type` (5 values), `info.temperature`",
-        f"- Build: {meta['build_s']:.0f} s for the lake ({total / meta['build_s']:,.0f} configurations/s: numpy "
-        f"generation + `normalise_batch` + the library's shard writer and commit, {meta['workers']} processes), "
-        f"{meta.get('slice_build_s', 0):.0f} s for the slice lake, {meta.get('ase_build_s', 0):.0f} s for the "
+        f"- Build: {meta['build_s']:.0f} s for the lake ({total / meta['build_s']:,.0f} configurations/s, "
+        f"{meta['workers']} processes, one deposit each at a time). Per deposit: numpy generation, `normalise_batch` "
+        f"in {BATCH:,}-frame batches, `ingest._ShardWriter` stages the rows as Parquet ({_row_group():,}-row groups), "
+        f"`ingest._commit` runs the deposit's one DuckLake transaction (the staged rows copied into `configurations` "
+        f"less duplicates of the dataset, the deposit record, the dataset's policy), then the staged files are "
+        f"deleted; no raw originals are stored (there are no files). Summed over deposits: "
+        f"{sums.get('generate_s', 0):.0f} s generating, {sums.get('commit_s', 0):.0f} s committing, "
+        f"{sums.get('deposit_s', 0):.0f} s in all; {sums.get('duplicates', 0)} duplicates"
+        + (f"; other processes kept {sums['others_cpus']:.2f} CPUs busy meanwhile. " if "others_cpus" in sums
+           else " (load from other processes during the build not recorded). ")
+        + f"{meta.get('slice_build_s', 0):.0f} s for the slice lake, {meta.get('ase_build_s', 0):.0f} s for the "
         f"ase.db slice ({n_slice / max(meta.get('ase_build_s', 1), 1e-9):,.0f} rows/s)",
         f"- Load: other processes kept {extra.get('others_cpus', 0):.2f} of {mach['nproc']} CPUs busy on average "
         f"during the measurements (a shared machine: expect noise)",
@@ -908,47 +951,52 @@ def render(rows: list[Row], stats: dict[str, Any], sstats: dict[str, Any], meta:
                           else " (faster).") )
     if prof:
         v = prof["variants"]
+        cache = "on" if prof["metadata_cache_in_session"] else "off"
         out += [
             "",
             "### Where a count's time goes",
             "",
-            f"Per query, `lake.connection()` re-lists the deposit records to notice new deposits "
-            f"({prof['connection_check_ms']:.1f} ms); building a connection (views over {prof['files']} files) takes "
-            f"{prof['connect_ms']:.0f} ms, once. The shards hold {prof['row_groups']} row groups of "
-            f"{prof['rg_min']:,}-{prof['rg_max']:,} rows (`_ShardWriter` gathers normalised batches into row groups of up to "
-            f"{_row_group():,} rows; the last of a deposit holds the rest). `SELECT count(*) FROM configurations` with no filter at all takes "
-            + ", ".join(f"{_ms(x)} ms ({k})" for k, x in prof["count_all_ms"].items())
-            + ": the floor under every query.",
+            f"Opening: `Lake(path)` {_ms(prof['lake_ms'])} ms, then its first `lake.connection()` "
+            f"{_ms(prof['first_connection_ms'])} ms (a DuckDB instance of its own: the DuckLake and SQLite extensions "
+            f"loaded, the catalog attached, the tables checked, the principal's views made), once per `Lake`. "
+            f"Per query, `lake.connection()` (scope, the views' schema, a new cursor) takes "
+            f"{_ms(prof['session_ms'])} ms. The session cursor has `parquet_metadata_cache` **{cache}** "
+            + ("(set by the library on its base connection, inherited by its cursors)"
+               if prof["metadata_cache_in_session"] else "(the library sets it on its base connection, but DuckDB "
+               "keeps this setting per connection and the cursors that queries run on do not inherit it)")
+            + "; the second column sets it on the cursor. `SELECT count(*) FROM configurations` with no filter at "
+            "all takes " + ", ".join(f"{_ms(x)} ms ({k})" for k, x in prof["count_all_ms"].items())
+            + ": the floor under every count (planning over the DuckLake catalog included).",
             "",
-            "DuckDB time of `SELECT count(*) FROM configurations WHERE <compiled filter>` alone (no `Lake` layer), "
-            "on the lake as built and on a copy with the same rows and records whose shards were rewritten with "
-            "50,000-row row groups (one per deposit), with and without `SET parquet_metadata_cache = true` "
-            "(safe here: shards are immutable, written under fresh names); data read and the slowest operators are "
-            "from `EXPLAIN ANALYZE` on the lake as built (operator times add up across threads):",
+            "DuckDB time of `SELECT count(*) FROM configurations WHERE <compiled filter>` alone (no `Lake` layer) "
+            f"on the session cursor: median of {args.runs} runs after a warm-up, interleaved with the fetch steps "
+            "below; it includes planning and binding (the DuckLake catalog read for the snapshot's files, the "
+            "views). The executor's latency and the slowest operators come from one `EXPLAIN (ANALYZE, FORMAT "
+            "json)` run (a single run, with profiling on; operator times add up across threads):",
             "",
             "| filter | parse + compile ms | " + " | ".join(f"DuckDB ms ({k})" for k in v)
-            + " | data read | slowest operators |",
+            + " | executor ms | slowest operators |",
             "| --- | ---: | " + " | ".join("---:" for _ in v) + " | ---: | --- |",
         ]
         for e in prof["filters"]:
             d = e["duckdb_ms"]
-            out.append(f"| {e['name']} | {e['parse_ms'] + e['compile_ms']:.1f} | "
-                       + " | ".join(_ms(d[k]) for k in v) + f" | {e['data_read']} | {'; '.join(e['ops'])} |")
+            out.append(f"| {e['name']} | {e['parse_ms'] + e['compile_ms']:.2f} | "
+                       + " | ".join(_ms(d[k]) for k in v)
+                       + f" | {_ms(e['exec_ms'])} | {'; '.join(e['ops'])} |")
         out += [
             "",
-            "Fetch-100 in DuckDB: the search SQL as the library runs it (`ORDER BY dataset, source_file, "
-            "frame_index LIMIT 100`), the same top-N over the sort keys alone, and the search SQL on the "
-            "50k-row-group copy with the metadata cache. Where the last column is slower (broad filters): the "
-            "top-N pushes a dynamic filter on `dataset` into the scan, which skips row groups by their min/max "
-            "statistics; 4,000-row groups can be skipped finely, whole-deposit groups hardly at all.",
+            "Fetch-100 in DuckDB, step by step as `query._search` runs it on the session cursor: the column check "
+            "(`SELECT * ... LIMIT 0`), the first 100 by the sort keys (`deposit_id, frame_index, config_id ... "
+            "ORDER BY dataset, source_file, frame_index, config_id LIMIT 100`), then the asked-for columns of just "
+            "those rows (their deposits and frame range, so the scan skips the rest by statistics):",
             "",
-            "| filter | search ms | data read | sort keys only ms | search ms (50k-row groups + metadata cache) |",
-            "| --- | ---: | ---: | ---: | ---: |",
+            "| filter | columns ms | keys ms | keys: slowest operators | rows ms |",
+            "| --- | ---: | ---: | --- | ---: |",
         ]
         for e in prof["filters"]:
             f = e["fetch_ms"]
-            out.append(f"| {e['name']} | {_ms(f['search'])} | {e['fetch_data_read']} | {_ms(f['keys only'])} | "
-                       f"{_ms(f['search, 50k-row groups + metadata cache'])} |")
+            out.append(f"| {e['name']} | {_ms(f['columns'])} | {_ms(f['keys'])} | {'; '.join(e['keys_ops'])} | "
+                       f"{_ms(f['rows'])} |")
     out += ["", "Reproduce: `.venv/bin/python bench/query.py` (cached lake; `--rebuild` to rebuild it, "
                 "`--drop-caches` for a cold page cache)."]
     return "\n".join(out) + "\n"
@@ -978,7 +1026,8 @@ def ensure_built(args: Any, plan: Plan) -> dict[str, Any]:
     work = Path(args.work)
     lake_dir, slice_dir, ase_path = work / "query_lake", work / "query_lake_slice", work / "query_ase_slice.db"
     meta_path = work / "query_lake.json"
-    key = {"plan": asdict(plan), "slice_per": args.ase_rows // plan.datasets, "batch": BATCH}
+    # "store": the lake layout the cache was built for (v2: DuckLake tables, rows copied in by the commit)
+    key = {"plan": asdict(plan), "slice_per": args.ase_rows // plan.datasets, "batch": BATCH, "store": "ducklake-v2"}
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     cached = (not args.rebuild and meta.get("key") == key and lake_dir.exists() and slice_dir.exists()
               and ase_path.exists())
@@ -989,7 +1038,9 @@ def ensure_built(args: Any, plan: Plan) -> dict[str, Any]:
     meta_path.unlink(missing_ok=True)
     print(f"building {plan.total:,} configurations: {plan.deposits} deposits of {plan.per_deposit:,} "
           f"into {plan.datasets} datasets, {args.workers} processes -> {lake_dir}", flush=True)
-    build_s = build_lake(lake_dir, plan, args.workers, list(range(plan.deposits)), None, "lake")
+    meter = CpuMeter()
+    build_s, sums = build_lake(lake_dir, plan, args.workers, list(range(plan.deposits)), None, "lake")
+    sums["others_cpus"] = meter.others()
     n = Lake(lake_dir).count()
     print(f"lake built in {build_s:.0f} s: Lake(path).count() = {n:,}", flush=True)
     if n < plan.total:
@@ -997,11 +1048,11 @@ def ensure_built(args: Any, plan: Plan) -> dict[str, Any]:
     ks = list(range(min(plan.datasets, plan.deposits)))  # one deposit of each dataset
     per = key["slice_per"]
     print(f"building the slice lake: first {per:,} frames of deposits {ks[0]}..{ks[-1]}", flush=True)
-    slice_s = build_lake(slice_dir, plan, args.workers, ks, per, "slice")
+    slice_s, _ = build_lake(slice_dir, plan, args.workers, ks, per, "slice")
     print(f"building the ase.db slice ({per * len(ks):,} rows, one transaction)", flush=True)
     ase_s = build_asedb(ase_path, plan, ks, per)
     meta = {"key": key, "built_at": dt.datetime.now().isoformat(timespec="seconds"), "build_s": build_s,
-            "slice_build_s": slice_s, "ase_build_s": ase_s, "workers": args.workers,
+            "build_sums": sums, "slice_build_s": slice_s, "ase_build_s": ase_s, "workers": args.workers,
             "ase_bytes": ase_path.stat().st_size}
     meta_path.write_text(json.dumps(meta, indent=1))
     return meta | {"lake": lake_dir, "slice": slice_dir, "ase": ase_path}
@@ -1042,14 +1093,8 @@ def main() -> None:
     print(f"other processes kept {extra['others_cpus']:.2f} CPUs busy on average during the measurements")
     prof = None
     if not args.no_profile:
-        big = Path(args.work) / "query_lake_rg50k"
-        stamp = big / ".built_from"
-        if not (stamp.exists() and stamp.read_text() == built.get("built_at", "")):
-            print(f"\nrewriting the shards with 50,000-row row groups into {big} (profile only)", flush=True)
-            rewrite_lake(built["lake"], big, 50_000)
-            stamp.write_text(built.get("built_at", ""))
         print("\nprofile: where a count's time goes", flush=True)
-        prof = profile(built["lake"], big, rows, args.runs)
+        prof = profile(built["lake"], rows, args.runs)
     stats, sstats = lake_stats(built["lake"]), lake_stats(built["slice"])
     mach = machine()
     section = render(rows, stats, sstats, built, mach, args, prof, extra)
