@@ -156,6 +156,9 @@ def write_extxyz(path: Path, items: Iterator[Any], bar: Any = None) -> int:
     return n
 
 
+FORMATS = ("extxyz", "parquet", "arrow")
+
+
 def stream(lake: Lake, filter: str | None, format: str = "extxyz", ids: list[str] | None = None,
            version: int | None = None, skip: int = 0, original_keys: bool = False) -> Iterator[bytes]:
     """The matching configurations as a byte stream, batch by batch, in the order they are stored
@@ -163,12 +166,22 @@ def stream(lake: Lake, filter: str | None, format: str = "extxyz", ids: list[str
 
     A download that broke off is resumed with the same ``version`` and ``skip`` = the number of
     configurations already had.  extxyz frames carry ``mliplake_dataset`` and
-    ``mliplake_config_id``; ``parquet`` and ``arrow`` (IPC stream) carry the canonical columns."""
+    ``mliplake_config_id``; ``parquet`` and ``arrow`` (IPC stream) carry the canonical columns.
+    :func:`export` writes the same bytes to a file."""
+    for data, _ in _chunks(lake, filter, format, ids, version, skip, original_keys):
+        yield data
+
+
+def _chunks(lake: Lake, filter: str | None, format: str, ids: list[str] | None = None, version: int | None = None,
+            skip: int = 0, original_keys: bool = False) -> Iterator[tuple[bytes, int]]:
+    """(bytes, configurations in them) of an export, batch by batch."""
     import io
 
     import extxyz
     from extxyz.grammar import Properties
 
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format {format!r}: {', '.join(FORMATS)}")
     rows = batches(lake, filter, order=None, ids=ids, version=version, skip=skip)
     if format == "extxyz":
         fmt = dict(Properties.default_format_dict, **FULL_PRECISION)
@@ -178,18 +191,16 @@ def stream(lake: Lake, filter: str | None, format: str = "extxyz", ids: list[str
             for i, frame in enumerate(frames(t, original_keys)):
                 frame.info["mliplake_dataset"], frame.info["mliplake_config_id"] = ds[i], cid[i]
                 extxyz.write_dicts(buf, frame, format_dict=fmt, use_cextxyz=False)
-            yield buf.getvalue().encode()
+            yield buf.getvalue().encode(), t.num_rows
         return
-    if format not in ("parquet", "arrow"):
-        raise ValueError(f"unknown export format {format!r}: extxyz, parquet or arrow")
     sink = _Drain()
     writer: Any = (pq.ParquetWriter(sink, CONFIGURATIONS, **PARQUET_OPTIONS) if format == "parquet"
                    else pa.ipc.new_stream(sink, CONFIGURATIONS))
     for t in rows:
         writer.write_table(t)
-        yield sink.take()
+        yield sink.take(), t.num_rows
     writer.close()
-    yield sink.take()
+    yield sink.take(), 0
 
 
 class _Drain:
@@ -222,7 +233,10 @@ class _Drain:
 
 def export(lake: Lake, filter: str | None, out: str | Path, format: str = "extxyz", original_keys: bool = False,
            progress: bool | None = None) -> int:
-    """Write the matching configurations to ``out``; returns how many were written."""
+    """Write the matching configurations to ``out`` (the bytes :func:`stream` gives, so a download
+    from the API equals a local export); returns how many were written."""
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format {format!r}: {', '.join(FORMATS)}")
     total = lake.count(filter)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -234,17 +248,12 @@ def export(lake: Lake, filter: str | None, out: str | Path, format: str = "extxy
     written = 0
     tmp = out.with_name(f".{out.name}.partial")
     try:
-        if format == "parquet":
-            with pq.ParquetWriter(tmp, CONFIGURATIONS, **PARQUET_OPTIONS) as w:
-                for t in batches(lake, filter, order=None):
-                    w.write_table(t)
-                    written += t.num_rows
-                    bar and bar.update(t.num_rows)
-        elif format == "extxyz":
-            write_extxyz(tmp, (f for t in batches(lake, filter, order=None) for f in frames(t, original_keys)), bar)
-            written = total
-        else:
-            raise ValueError(f"unknown export format {format!r}: extxyz or parquet")
+        with open(tmp, "wb") as f:
+            for data, n in _chunks(lake, filter, format, original_keys=original_keys):
+                f.write(data)
+                written += n
+                if bar is not None:
+                    bar.update(n)
         tmp.replace(out)
         write_manifest(lake, filter, out, format)
     finally:
