@@ -47,8 +47,20 @@ def batches(lake: Lake, filter: str | None, order: str | None = "dataset, source
     if skip:
         sql += f" OFFSET {int(skip)}"
     reader = con.sql(sql, params=params).to_arrow_reader(BATCH_ROWS)
+    # DuckDB's batches vary in size from run to run: exactly BATCH_ROWS rows each (the last fewer)
+    # make the same export the same bytes every time (Parquet row groups included)
+    held: list[pa.RecordBatch] = []
+    n = 0
     for batch in reader:
-        yield pa.Table.from_batches([batch]).cast(CONFIGURATIONS)
+        held.append(batch)
+        n += batch.num_rows
+        while n >= BATCH_ROWS:
+            t = pa.Table.from_batches(held)
+            yield t.slice(0, BATCH_ROWS).cast(CONFIGURATIONS)
+            rest = t.slice(BATCH_ROWS)
+            held, n = rest.to_batches(), rest.num_rows
+    if n:
+        yield pa.Table.from_batches(held, reader.schema).cast(CONFIGURATIONS)
 
 
 _PER_ATOM = ("forces", "charges", "magmoms")

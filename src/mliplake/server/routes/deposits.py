@@ -73,6 +73,9 @@ def upload_info(request: Request, upload_id: str) -> dict[str, Any]:
     return {"data": describe(request.app.state.uploads.get(upload_id, c.name))}
 
 
+BLOCK = 1 << 20
+
+
 @router.patch("/uploads/{upload_id}", summary="tus: send bytes from Upload-Offset on")
 async def upload_patch(request: Request, upload_id: str) -> Response:
     import asyncio
@@ -106,14 +109,29 @@ async def upload_patch(request: Request, upload_id: str) -> Response:
     worker = threading.Thread(target=write, daemon=True)
     worker.start()
     loop = asyncio.get_running_loop()
+
+    async def put(item: bytes | None) -> None:
+        try:
+            q.put_nowait(item)
+        except queue.Full:  # the disk is behind: wait for it off the event loop
+            await loop.run_in_executor(None, q.put, item)
+
+    # the server hands the body over in small pieces: they go to the writer in 1 MiB blocks
+    pending: list[bytes] = []
+    size = 0
     try:
         async for piece in request.stream():
-            if piece:
-                await loop.run_in_executor(None, q.put, piece)
+            pending.append(piece)
+            size += len(piece)
+            if size >= BLOCK:
+                await put(b"".join(pending))
+                pending, size = [], 0
             if "error" in done:
                 break
     finally:
-        await loop.run_in_executor(None, q.put, None)
+        if pending and "error" not in done:  # what arrived before a broken connection is kept too
+            await put(b"".join(pending))
+        await put(None)
         await loop.run_in_executor(None, worker.join)
     if "error" in done:
         e = done["error"]
