@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from .query import register_view
+from .query import per_snapshot, register_view
 
 if TYPE_CHECKING:
     from .access import Scope
@@ -120,7 +120,7 @@ def visible_cards(lake: Lake, dataset: str | None = None) -> list[dict[str, Any]
         hit = _CACHE.get(lake.tables)
     if hit is None or hit[0] != snap:
         if dataset is not None:
-            return cards(lake, dataset)
+            return per_snapshot(lake, ("card", dataset), lambda: cards(lake, dataset))
         everything = lake.as_principal(Principal.local_owner())
         snap = lake.tables.snapshot()  # the cards below are at least this new
         hit = (snap, cards(everything))

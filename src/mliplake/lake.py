@@ -354,11 +354,12 @@ class Lake:
 
         return summarise(self, filter, keys)
 
-    def keys(self) -> pa.Table:
-        """Every key: labels, derived columns, user info and per-atom keys, with counts and datasets."""
+    def keys(self, dataset: str | None = None) -> pa.Table:
+        """Every key: labels, derived columns, user info and per-atom keys, with counts and datasets
+        (of one dataset if given)."""
         from .query import keys
 
-        return keys(self)
+        return keys(self, dataset)
 
     def raw_files(self, deposit_id: str) -> list[str]:
         """The originals of a deposit the principal may see, at their paths inside the deposit."""

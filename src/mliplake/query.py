@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -228,11 +229,35 @@ def _keys_sum(pred: str, by_dataset: str) -> str:
             f"FROM {by_dataset} WHERE configurations > 0 AND {pred} GROUP BY key, category")
 
 
+T = TypeVar("T")
+_ANSWERS: weakref.WeakKeyDictionary[Any, OrderedDict[Any, Any]] = weakref.WeakKeyDictionary()
+_ANSWERS_LOCK = threading.Lock()
+ANSWERS_KEPT = 256
+
+
+def per_snapshot(lake: Lake, question: Any, compute: Callable[[], T]) -> T:
+    """``compute()``'s answer to ``question``, kept for the lake's current snapshot and the caller's
+    scope (the most recent :data:`ANSWERS_KEPT` answers of the process)."""
+    scope = lake.scope()
+    key = (lake.tables.snapshot(), scope.key(), scope.principal.sees_everything, question)
+    with _ANSWERS_LOCK:
+        kept = _ANSWERS.setdefault(lake.tables, OrderedDict())
+        if key in kept:
+            kept.move_to_end(key)
+            return kept[key]
+    answer = compute()
+    with _ANSWERS_LOCK:
+        kept[key] = answer
+        while len(kept) > ANSWERS_KEPT:
+            kept.popitem(last=False)
+    return answer
+
+
 _KEYS: weakref.WeakKeyDictionary[Any, tuple[int, pa.Table]] = weakref.WeakKeyDictionary()
 _KEYS_LOCK = threading.Lock()
 
 
-def keys(lake: Lake) -> pa.Table:
+def keys(lake: Lake, dataset: str | None = None) -> pa.Table:
     """What the ``keys`` view gives, from per-dataset numbers computed once per lake snapshot and
     process (a scan of every row); each scope then sums the rows of the datasets it may see."""
     from .access import LOCAL_OWNER
@@ -248,8 +273,10 @@ def keys(lake: Lake) -> pa.Table:
     con = lake.connection()
     con.register("_keys_by_dataset", hit[1])
     try:
-        return con.sql(_keys_sum(lake.scope().sql_predicate(), "_keys_by_dataset") + " ORDER BY category, key"
-                       ).to_arrow_table()
+        pred, params = lake.scope().sql_predicate(), []
+        if dataset is not None:
+            pred, params = f"{pred} AND dataset = ?", [dataset]
+        return con.execute(_keys_sum(pred, "_keys_by_dataset") + " ORDER BY category, key", params).to_arrow_table()
     finally:
         con.unregister("_keys_by_dataset")
 

@@ -58,8 +58,17 @@ def _key_expr(key: str) -> tuple[str, str]:
 
 def summarise(lake: Lake, filter: str | None = None, keys: list[str] | None = None, bins: int = BINS,
               top: int = 10) -> Summary:
+    """Counts, statistics and histograms of ``keys`` over the configurations a filter selects
+    (kept per lake snapshot and scope: the same question is answered once until the lake changes)."""
+    from .query import per_snapshot
+
     if bins < 1 or top < 0:
         raise ValueError(f"summary: bins must be at least 1 and top at least 0 (got {bins} and {top})")
+    return per_snapshot(lake, ("summary", filter, tuple(keys or ()), bins, top),
+                        lambda: _summarise(lake, filter, keys, bins, top))
+
+
+def _summarise(lake: Lake, filter: str | None, keys: list[str] | None, bins: int, top: int) -> Summary:
     c = Compiler()
     where = c.compile(filters.parse(filter))
     params = c.params

@@ -94,8 +94,9 @@ def dataset(request: Request, name: str) -> dict[str, Any]:
 
 
 @router.get("/keys", summary="Every key: labels, derived columns, info and per-atom keys, with counts")
-def keys(request: Request) -> dict[str, Any]:
-    return {"data": rows(lake_for(request).keys())}
+def keys(request: Request, dataset: str | None = Query(None, description="only this dataset's keys and counts")
+         ) -> dict[str, Any]:
+    return {"data": rows(lake_for(request).keys(dataset))}
 
 
 @router.get("/summary", summary="Counts, statistics and histograms of keys over a filter")

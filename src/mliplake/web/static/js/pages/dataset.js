@@ -1,6 +1,6 @@
 // A dataset: its card, keys, histograms, elements, sample structures, downloads; for its owners,
 // deposits, quarantine and who may see it.
-import { get, post, put, me, exportUrl, filterOf, ApiError } from "../api.js";
+import { get, put, me, exportUrl, filterOf, ApiError } from "../api.js";
 import { h, fmt, table, errorBox, badge, route, section, dl, parseJSON, methodText, announce, withQuery } from "../ui.js";
 import { histogram, bars } from "../plots.js";
 import { periodicTable } from "../ptable.js";
@@ -192,30 +192,12 @@ async function ownerPanel(name, ds, deposits) {
 }
 
 // the dataset's keys and how many configurations have each: two read-only SQL queries over its rows
-const COLUMNS = [
-  ["energy", "label", "number", "eV"], ["forces", "label", "per atom, 3", "eV/Å"], ["stress", "label", "3×3", "eV/Å³"],
-  ["virial", "label", "3×3", "eV"], ["charges", "label", "per atom", "e"], ["magmoms", "label", "per atom", "μB"],
-  ["dipole", "label", "3", "e·Å"], ["energy_per_atom", "derived", "number", "eV"], ["max_force", "derived", "number", "eV/Å"],
-  ["nsites", "derived", "integer", ""], ["nelements", "derived", "integer", ""], ["volume", "derived", "number", "Å³"],
-  ["chemical_formula_reduced", "derived", "string", ""], ["elements", "derived", "list", ""],
-];
-const JSON_TYPES = { VARCHAR: "string", BIGINT: "integer", UBIGINT: "integer", DOUBLE: "number", BOOLEAN: "bool",
-  ARRAY: "list", OBJECT: "object", NULL: "null" };
+const KINDS = { label: "label", derived: "derived", info: "info", arrays: "per atom" };
 
+// the keys of one dataset with their counts (GET /keys?dataset=: numbers the server keeps per dataset)
 async function datasetKeys(name) {
-  const q = `'${String(name).replace(/'/g, "''")}'`;
-  const counts = `SELECT count(*) AS configurations, ${COLUMNS.map(([c]) => `count(${c}) AS ${c}`).join(", ")} ` +
-    `FROM configurations WHERE dataset = ${q}`;
-  const user = ["info", "arrays"].map((col) => `SELECT '${col}' AS col, k AS key, ` +
-    `min(json_type(json_extract(${col}, '$."' || k || '"'))) AS dtype, count(*) AS n ` +
-    `FROM (SELECT unnest(json_keys(${col})) AS k, ${col} FROM configurations WHERE dataset = ${q}) GROUP BY k`).join(" UNION ALL ");
-  const [a, b] = await Promise.all([post("sql", { query: counts }), post("sql", { query: `${user} ORDER BY 1, 2` })]);
-  const row = a.data[0] || {};
-  const out = COLUMNS.filter(([c]) => row[c]).map(([c, category, dtype, unit]) => ({
-    field: category === "label" ? `has_${c}` : c, category, dtype, unit, n: row[c] }));
-  for (const r of b.data) {
-    out.push({ field: r.col === "info" ? `info.${r.key}` : `arrays.${r.key}`, category: r.col === "info" ? "info" : "per atom",
-      dtype: JSON_TYPES[r.dtype] || String(r.dtype).toLowerCase(), unit: "", n: r.n });
-  }
-  return out;
+  const rows = (await get("keys", { dataset: name })).data;
+  return rows.map((k) => ({
+    field: k.category === "label" ? `has_${k.key}` : k.category === "info" ? `info.${k.key}` : k.category === "arrays" ? `arrays.${k.key}` : k.key,
+    category: KINDS[k.category] || k.category, dtype: k.dtype, unit: k.unit, n: k.configurations }));
 }

@@ -37,13 +37,20 @@ export async function leaderboard(view, args, query) {
   let shown = SHOWN;
   let benchmarksKnown = false;
 
-  async function load(refocus = false) {
+  let fetched = null; // the rows of the chosen benchmark: a new sort order needs no new request
+  async function load(refocus = false, refetch = true) {
     history.replaceState(null, "", withQuery("#/leaderboard", { sort: state.sort === "forces_mae" ? "" : state.sort,
       descending: state.descending ? "true" : "", benchmark: state.benchmark }));
     let r;
-    try {
-      r = await get("leaderboard", { sort: state.sort, descending: state.descending, benchmark: state.benchmark || undefined });
-    } catch (err) { body.replaceChildren(errorBox(err, "The leaderboard could not be read")); return; }
+    if (refetch || !fetched) {
+      try {
+        r = await get("leaderboard", { sort: state.sort, descending: state.descending, benchmark: state.benchmark || undefined });
+      } catch (err) { body.replaceChildren(errorBox(err, "The leaderboard could not be read")); return; }
+      fetched = r;
+    } else {
+      r = { ...fetched, data: sortRows(fetched.data, state.sort, state.descending) };
+      fetched = r;
+    }
     if (!benchmarksKnown) {
       const names = [...new Set(r.data.map((x) => x.benchmark))].sort();
       benchSel.replaceChildren(h("option", { value: "", text: "all benchmarks" }), ...names.map((n) => h("option", { value: n, selected: n === state.benchmark, text: n })));
@@ -52,7 +59,7 @@ export async function leaderboard(view, args, query) {
     const sortBy = (key) => {
       if (state.sort === key) state.descending = !state.descending;
       else { state.sort = key; state.descending = HIGHER_BETTER.has(key); }
-      load(true);
+      load(true, false);
     };
     const cols = [
       { key: "rank", label: "#", num: true, sort: false },
@@ -74,13 +81,26 @@ export async function leaderboard(view, args, query) {
     body.replaceChildren(table(cols, rows, { caption: `Sorted by ${state.sort.replace(/_/g, " ")}, ${state.descending ? "highest" : "lowest"} first`,
       sortKey: state.sort, descending: state.descending, onSort: sortBy, rowKey: (m) => `${m.model_id}/${m.benchmark}`,
       empty: "No model has been benchmarked yet.", className: "leaderboard" }),
-    more(r.data.length, shown, () => { shown = r.data.length; load(); }),
+    more(r.data.length, shown, () => { shown = r.data.length; load(false, false); }),
     h("p", { class: "muted", text: "Energy errors in meV/atom, forces in meV/Å per component, stress in meV/Å³." }));
     announce(`Leaderboard sorted by ${state.sort.replace(/_/g, " ")}, ${state.descending ? "descending" : "ascending"}`);
     const btn = body.querySelector(`button[data-sort="${state.sort}"]`);
     if (btn && refocus) btn.focus(); // the table was redrawn under the button just pressed
   }
   await Promise.all([load(), registry]);
+}
+
+// the server's order: the key (missing values last), then the model id
+function sortRows(rows, key, descending) {
+  const dir = descending ? -1 : 1;
+  const byId = (a, b) => String(a.model_id).localeCompare(String(b.model_id));
+  return [...rows].sort((a, b) => {
+    const x = a[key], y = b[key];
+    const xMissing = x === null || x === undefined, yMissing = y === null || y === undefined;
+    if (xMissing || yMissing) return xMissing === yMissing ? byId(a, b) : (xMissing ? 1 : -1);
+    const c = typeof x === "number" && typeof y === "number" ? x - y : String(x).localeCompare(String(y));
+    return c ? dir * c : byId(a, b);
+  });
 }
 
 export async function model(view, [mid]) {
