@@ -206,7 +206,8 @@ def measure(url: str, n: int, runs: int) -> dict[str, Any]:
     return out
 
 
-TARGETS = {"first render": 1000, "next page": 200, "search": 200, "sort": 200}
+# the targets; catalogue search has none (the box waits 300 ms after the last keystroke)
+TARGETS = {"first render": 1000, "next page": 200, "sort": 200}
 
 
 def render(res: dict[str, Any], big: dict[str, Any] | None, n: int, runs: int, big_name: str) -> str:
@@ -231,7 +232,8 @@ def render(res: dict[str, Any], big: dict[str, Any] | None, n: int, runs: int, b
     if big is not None:
         rows(big_name, big)
     lines += ["", "First render: from navigation start until the page marks itself drawn (every part of it "
-              "filled in); an interaction: from the click or keystroke until the new rows are drawn.", ""]
+              "filled in); an interaction: from the click or keystroke until the new rows are drawn (catalogue "
+              "search includes the 300 ms the search box waits after the last keystroke).", ""]
     return "\n".join(lines)
 
 
