@@ -569,6 +569,9 @@ def _ingest(lake: Lake, m: Manifest, staged: Future[Staged], files: list[tuple[s
         _commit(lake, report, m, writer.paths, _quarantine_table(m.dataset, dep(), quarantine), replace)
     finally:
         _drop_staged(lake, writer.paths)
+    # the deposit added a file (and catalog rows): past a limit they are merged, so that the next
+    # commit's statements, which read the catalog's file lists, do not grow with the lake
+    lake.tables.compact_small()
     return report
 
 
@@ -638,8 +641,13 @@ def _commit(lake: Lake, report: DepositReport, m: Manifest | None, files: list[s
         _check_replace(report, prev, replace)
         cur.execute("CALL lake.set_commit_message(?, ?)", [lake.principal.name or lake.principal.kind,
                                                            f"deposit {dep} into {dataset}"])
-        for table in ("configurations", "quarantine", "deposits"):
-            cur.execute(f"DELETE FROM lake.{table} WHERE deposit_id = ?", [dep])  # the previous version
+        if prev is not None:
+            # the previous version out.  Without a record there is nothing to delete: rows, quarantine
+            # and record are only ever written together, by this transaction, and records are never
+            # deleted but here (a retraction keeps its record).  Each DELETE reads the table's file
+            # list, so a new deposit does not pay for three of them.
+            for table in ("configurations", "quarantine", "deposits"):
+                cur.execute(f"DELETE FROM lake.{table} WHERE deposit_id = ?", [dep])
         dups = _store_rows(cur, dataset, uris)
         report.duplicates = within + dups
         report.stored = sum(f.stored for f in report.files) - dups

@@ -44,6 +44,14 @@ class Settings(BaseSettings):
     commit_retries: int = Field(50, gt=0, description="attempts at a commit that meets concurrent writers")
     commit_pause: float = Field(0.0, ge=0, description="seconds each commit waits inside its transaction before "
                                                        "it is sent (failure drills: kill a writer mid-commit)")
+    compact_files: int = Field(100, ge=0, description="a table with more small data files than this is compacted "
+                                                      "(merged) by the deposit that finds it so; 0: only "
+                                                      "mliplake maintain compacts")
+    compact_file_bytes: int = Field(16 << 20, gt=0, description="data files smaller than this count as small, and "
+                                                                "only they are merged by that compaction (bytes)")
+    compact_inlined_rows: int = Field(1000, ge=0, description="a table with more rows kept in the catalog (DuckLake "
+                                                              "data inlining) than this has them written out to a "
+                                                              "Parquet file by the deposit that finds it so; 0: never")
     # ---- queries
     sql_timeout: float = Field(30.0, gt=0, description="wall-clock limit of one untrusted SQL query (s)")
     sql_max_rows: int = Field(100_000, gt=0, description="rows an untrusted SQL query may return")

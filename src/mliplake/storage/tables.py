@@ -18,13 +18,19 @@ Invariants:
   files (and readable by version) until :meth:`TableStore.maintain` expires snapshots older
   than the retention period.
 - Data files are written by the deposit itself (pyarrow, streaming) under the data path and
-  registered with ``ducklake_add_data_files``; a file that is never registered (a crashed
-  writer) is an orphan that ``maintain`` removes once it is older than the retention period.
+  copied into the table by its commit; a staged file that is never copied (a crashed writer)
+  is an orphan that ``maintain`` removes once it is older than the retention period.
+- The catalog stays small: a table with more than ``compact_files`` small data files has them
+  merged, and one with more than ``compact_inlined_rows`` rows inlined in the catalog has them
+  written out, by the deposit that finds it so (:meth:`TableStore.compact_small`).  Merged and
+  flushed files keep every snapshot readable; the files they replace are deleted only by
+  ``maintain``, past the retention period.
 """
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import random
 import sqlite3
@@ -46,6 +52,8 @@ from ..settings import Settings
 from . import extensions
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+META = "__ducklake_metadata_lake"  # DuckLake attaches the catalog database of ``lake`` under this name
 
 DEPOSITS = pa.schema([
     ("deposit_id", pa.string()), ("dataset", pa.string()), ("status", pa.string()),
@@ -68,6 +76,13 @@ AUDIT = pa.schema([("at", pa.string()), ("actor", pa.string()), ("action", pa.st
 HEADS = pa.schema([("name", pa.string()), ("n", pa.int64())])
 TABLES: dict[str, pa.Schema] = {"configurations": CONFIGURATIONS, "quarantine": QUARANTINE,
                                 "deposits": DEPOSITS, "policies": POLICIES, "audit": AUDIT, "heads": HEADS}
+# the tables a deposit compacts: those written only by serialised commits (see compact_small).
+# Never ``heads``: its rows stay inlined in the catalog, so that every serialised commit's update
+# of it is a conflict DuckLake detects (a delete file against a file that a concurrent commit has
+# merged away crashed the writer in DuckLake 1.5.5: "Could not find matching file for written
+# delete file").  Derived tables (catalogue, models, ...) are replaced without serialising: they
+# are left to ``maintain``.
+COMPACTED = ("configurations", "quarantine", "deposits", "policies", "audit")
 RETRYABLE = ("conflict", "database is locked", "could not serialize", "deadlock", "busy",
              "primary key", "unique constraint", "duplicate key")
 
@@ -363,12 +378,77 @@ class TableStore:
 
     # ------------------------------------------------------------ maintenance
 
+    def catalog_load(self, cur: duckdb.DuckDBPyConnection | None = None) -> dict[str, dict[str, int]]:
+        """Per table: its live data files smaller than ``compact_file_bytes`` (``small_files``) and
+        the rows it keeps inlined in the catalog, current and superseded (``inlined_rows``).
+
+        What every query of a table pays for: DuckLake lists a table's files (and, for a filter,
+        their column statistics) from the catalog, and a SQLite catalog is read whole for that
+        (DuckDB's SQLite scanner pushes no filter down), so each statement costs in proportion
+        to these numbers, for every table of the lake.  Read straight from the catalog tables
+        (the DuckLake specification's), a few milliseconds."""
+        cur = cur or self.cursor()
+        out: dict[str, dict[str, int]] = {}
+        live = f"SELECT table_id, table_name FROM {META}.ducklake_table WHERE end_snapshot IS NULL"
+        for name, n in cur.execute(f"""SELECT t.table_name, count(*) FROM {META}.ducklake_data_file f
+                                       JOIN ({live}) t USING (table_id)
+                                       WHERE f.end_snapshot IS NULL AND f.file_size_bytes < ? GROUP BY ALL""",
+                                   [self.settings.compact_file_bytes]).fetchall():
+            out.setdefault(name, {})["small_files"] = int(n)
+        inlined = cur.execute(f"SELECT t.table_name, i.table_name FROM {META}.ducklake_inlined_data_tables i "
+                              f"JOIN ({live}) t USING (table_id)").fetchall()
+        if inlined:
+            counts = " UNION ALL ".join(f"SELECT {_q(name)}, count(*) FROM {META}.{rows}" for name, rows in inlined)
+            for name, n in cur.execute(counts).fetchall():
+                d = out.setdefault(name, {})
+                d["inlined_rows"] = d.get("inlined_rows", 0) + int(n)
+        return out
+
+    def compact_small(self) -> dict[str, str]:
+        """Merge the small files of every table that has more than ``compact_files`` of them, and
+        write out the inlined rows of every table that has more than ``compact_inlined_rows``; what
+        was done, by table.  Never raises: a deposit calls it after its commit, and a compaction
+        that keeps meeting concurrent writers is left to the next deposit (or ``maintain``).
+
+        Without it every deposit adds a file to ``configurations`` (and rows to the catalog), and
+        every statement of the next commit costs more.  Merging only files under
+        ``compact_file_bytes`` bounds the work: a merged file that has grown past it is never
+        rewritten again.  Both are ordinary DuckLake commits, retried on conflict like any other
+        (the flush is also serialised through ``heads``; a merge cannot be: DuckLake refuses a
+        transaction that both compacts and changes rows, and a commit that deleted rows of a
+        merged file is refused and retried); readers keep their snapshot, and the replaced files
+        stay on disk until ``maintain`` deletes them past the retention period.  Only the tables
+        in :data:`COMPACTED`."""
+        files_limit, rows_limit = self.settings.compact_files, self.settings.compact_inlined_rows
+        if not files_limit and not rows_limit:
+            return {}
+        done: dict[str, str] = {}
+        try:
+            load = self.catalog_load()
+            for name in COMPACTED:
+                d = load.get(name, {})
+                if rows_limit and d.get("inlined_rows", 0) > rows_limit:
+                    self.transaction(lambda cur, name=name: cur.execute(
+                        "CALL ducklake_flush_inlined_data('lake', table_name => ?)", [name]).fetchall(),
+                        serialise=True)
+                    done[name] = "inlined rows written out"
+                    d["small_files"] = d.get("small_files", 0) + 1
+                if files_limit and d.get("small_files", 0) > files_limit:
+                    self.transaction(lambda cur, name=name: cur.execute(
+                        "CALL ducklake_merge_adjacent_files('lake', ?, max_file_size => ?)",
+                        [name, self.settings.compact_file_bytes]).fetchall())
+                    done[name] = (done[name] + ", " if name in done else "") + f"{d['small_files']} small files merged"
+        except (duckdb.Error, CommitConflict) as e:
+            log.warning("compaction left for later: %s", e)
+        return done
+
+
     def maintain(self, retention: str | None = None) -> dict[str, Any]:
         """Compact small files, then forget snapshots (and delete files) older than the retention."""
         retention = retention or self.settings.snapshot_retention
         cur = self.cursor()
         before = cur.execute("SELECT count(*) FROM ducklake_list_files('lake', 'configurations')").fetchone()[0]
-        cur.execute("CALL ducklake_merge_adjacent_files('lake')")
+        self.transaction(lambda c: c.execute("CALL ducklake_merge_adjacent_files('lake')").fetchall())
         cur.execute(f"CALL ducklake_expire_snapshots('lake', older_than => now() - INTERVAL {_q(retention)})")
         cur.execute(f"CALL ducklake_cleanup_old_files('lake', older_than => now() - INTERVAL {_q(retention)})")
         cur.execute(f"CALL ducklake_delete_orphaned_files('lake', older_than => now() - INTERVAL {_q(retention)})")
