@@ -17,7 +17,8 @@ for the same principal (anonymous: both sides go through the same access rules):
   the server's peak RSS growth during the download (psutil, sampled every 20 ms) says whether
   memory stays flat.  With ``--big-lake PATH`` (e.g. the 1.5 M-configuration lake of
   bench/query.py, ``bench/_work/query_lake``) the exports are measured on that lake too, so the
-  memory growth can be compared across sizes;
+  memory growth can be compared across sizes (``--big-formats``: Parquet by default; an extxyz
+  export writes about 1,500 frames/s, the extxyz package's writer, so 1.5 M frames take minutes);
 - ``upload``: a tus upload of the N-frame extxyz file with ``mliplake.Client.upload`` vs
   ``shutil.copyfile`` of the same file (disk speed: the floor).
 
@@ -185,14 +186,15 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def exports(rows: list[dict], lake_dir: Path, label: str) -> None:
+def exports(rows: list[dict], lake_dir: Path, label: str, formats: tuple[str, ...] = ("extxyz", "parquet")) -> None:
     """Every configuration through GET /export and through lake.export, compared byte for byte."""
     lake = mliplake.Lake(lake_dir).as_principal(ANONYMOUS)
     n = lake.count()
     proc, url = serve(lake_dir)
     try:
         with httpx.Client(base_url=url, timeout=3600) as http:
-            for fmt, ext in (("extxyz", "xyz"), ("parquet", "parquet")):
+            for fmt in formats:
+                ext = {"extxyz": "xyz"}.get(fmt, fmt)
                 out, mine = WORK / f"api-export.{ext}", WORK / f"lib-export.{ext}"
                 t0 = time.perf_counter()
                 with PeakRSS(proc.pid) as mem, http.stream("GET", "/api/v1/export", params={"format": fmt}) as r, \
@@ -218,7 +220,7 @@ def exports(rows: list[dict], lake_dir: Path, label: str) -> None:
         stop(proc)
 
 
-def measure(frames: int, runs: int, deep: int, big_lake: Path | None) -> list[dict]:
+def measure(frames: int, runs: int, deep: int, big_lake: Path | None, big_formats: tuple[str, ...]) -> list[dict]:
     data, lake_dir = build(frames)
     lake = mliplake.Lake(lake_dir).as_principal(ANONYMOUS)
     proc, url = serve(lake_dir)
@@ -274,7 +276,7 @@ def measure(frames: int, runs: int, deep: int, big_lake: Path | None) -> list[di
         stop(proc)
     exports(rows, lake_dir, "bench lake")
     if big_lake is not None:
-        exports(rows, big_lake, big_lake.name)
+        exports(rows, big_lake, big_lake.name, big_formats)
     return rows
 
 
@@ -342,12 +344,14 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--deep", type=int, default=100_000)
     ap.add_argument("--big-lake", type=Path, help="also export this lake (e.g. bench/_work/query_lake)")
+    ap.add_argument("--big-formats", default="parquet",
+                    help="formats exported from the big lake (comma-separated; extxyz writes ~1,500 frames/s)")
     ap.add_argument("--no-doc", action="store_true", help="print only; leave docs/performance.md alone")
     a = ap.parse_args()
     os.environ.setdefault("MLIPLAKE_STATE_DIR", str(WORK / "state"))
     busy0 = busy_cpus()
     t0 = time.monotonic()
-    rows = measure(a.frames, a.runs, a.deep, a.big_lake)
+    rows = measure(a.frames, a.runs, a.deep, a.big_lake, tuple(a.big_formats.split(",")))
     load = max(0.0, busy_cpus() - busy0) / max(time.monotonic() - t0, 1e-9)
     section = render(rows, a.frames, a.runs, load)
     print(section)
