@@ -182,13 +182,18 @@ def test_changing_visibility_takes_effect_at_once(world, tmp_path):
     bob = owner.as_principal(BOB)
     with pytest.raises(AccessError):
         bob.set_visibility("priv", "public")
+    before = seen_datasets(anon, world["deps"], tmp_path)  # every cache of the process has seen "priv" hidden
+    group = seen_datasets(owner.as_principal(CAROL), world["deps"], tmp_path)
     owner.as_principal(ALICE).set_visibility("priv", "public")
     try:
         assert anon.count('dataset = "priv"') == 5
         assert "priv" in {r["dataset"] for r in anon.sql("SELECT dataset FROM datasets", untrusted=True).to_pylist()}
+        # every read path at once, cached answers included: anonymous now sees what the group sees
+        assert seen_datasets(anon, world["deps"], tmp_path) == group
     finally:
         owner.set_visibility("priv", "private", groups=["g1"])
     assert anon.count('dataset = "priv"') == 0
+    assert seen_datasets(anon, world["deps"], tmp_path) == before
     # an embargo that has ended is public without anyone doing anything
     owner.set_visibility("emb", "embargoed", embargo_until="2001-01-01")
     try:
