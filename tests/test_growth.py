@@ -11,13 +11,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
+import httpx
+from pg_server import pg_url_fixture
 from test_concurrency import finish, ids_of, pool, start_writers, write_frames
 
 import mliplake
 import mliplake.storage.tables as tables_mod
 from mliplake.settings import Settings
+
+pg_url = pg_url_fixture()
 
 
 def small_lake(tmp_path: Path, files: int = 3, rows: int = 4) -> mliplake.Lake:
@@ -148,3 +153,20 @@ def test_nightly_maintenance_job_compacts_what_deposits_left(tmp_path):
     meta = [e.event_specific_data.metadata for e in res.all_events if e.event_type_value == "STEP_OUTPUT"][0]
     assert meta["files_before"].value == 3 and meta["files_after"].value == 1
     assert mliplake.Lake(lake.url).count() == 15
+
+
+def test_with_a_postgresql_catalog_deposits_leave_merging_to_maintain(pg_url, tmp_path):
+    import psycopg
+
+    u = httpx.URL(pg_url.replace("postgresql+psycopg://", "http://"))
+    name = f"cat_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(host=u.host, port=u.port, user=u.username, dbname="postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    catalog = f"postgres:dbname={name} host={u.host} port={u.port} user={u.username}"
+    lake = mliplake.Lake(tmp_path / "lake", settings=Settings(catalog=catalog, compact_files=2, compact_inlined_rows=3))
+    for k in range(4):
+        lake.deposit([frames(tmp_path, k)], dataset="d")
+    assert lake.tables.catalog_load()["configurations"]["small_files"] == 4  # the catalog is read there too
+    assert lake.tables.compact_small() == {}  # no lock reaches every writer of a shared catalog
+    assert lake.maintain(retention="1 day")["files_after"] == 1
+    assert lake.count() == 20 and len(lake.records()) == 4

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
                                                       "mliplake maintain compacts")
     compact_file_bytes: int = Field(16 << 20, gt=0, description="data files smaller than this count as small, and "
                                                                 "only they are merged by that compaction (bytes)")
-    compact_inlined_rows: int = Field(1000, ge=0, description="a table with more rows kept in the catalog (DuckLake "
+    compact_inlined_rows: int = Field(100, ge=0, description="a table with more rows kept in the catalog (DuckLake "
                                                               "data inlining) than this has them written out to a "
                                                               "Parquet file by the deposit that finds it so; 0: never")
     # ---- queries

@@ -77,11 +77,11 @@ HEADS = pa.schema([("name", pa.string()), ("n", pa.int64())])
 TABLES: dict[str, pa.Schema] = {"configurations": CONFIGURATIONS, "quarantine": QUARANTINE,
                                 "deposits": DEPOSITS, "policies": POLICIES, "audit": AUDIT, "heads": HEADS}
 # the tables a deposit compacts: those written only by serialised commits (see compact_small).
-# Never ``heads``: its rows stay inlined in the catalog, so that every serialised commit's update
-# of it is a conflict DuckLake detects (a delete file against a file that a concurrent commit has
-# merged away crashed the writer in DuckLake 1.5.5: "Could not find matching file for written
-# delete file").  Derived tables (catalogue, models, ...) are replaced without serialising: they
-# are left to ``maintain``.
+# Never ``heads``: every commit updates its one row, and in DuckLake 1.5.5 a writer whose update
+# of ``heads`` met a concurrent compaction of it crashed (merging its files: "Could not find
+# matching file for written delete file"; writing out its inlined rows: "Attempting to get the
+# index of an optional_idx that is not set").  Its row stays inlined in the catalog.  Derived
+# tables (catalogue, models, ...) are replaced without serialising: they are left to ``maintain``.
 COMPACTED = ("configurations", "quarantine", "deposits", "policies", "audit")
 RETRYABLE = ("conflict", "database is locked", "could not serialize", "deadlock", "busy",
              "primary key", "unique constraint", "duplicate key")
@@ -300,11 +300,46 @@ class TableStore:
 
     # ------------------------------------------------------------ transactions
 
+    @contextmanager
+    def merge_guard(self, exclusive: bool, wait: bool = True) -> Iterator[bool]:
+        """Keeps merges of data files apart from commits that change rows (SQLite catalogs).
+
+        Serialised commits hold it shared (they never wait for each other); a merge holds it
+        exclusively.  In DuckLake 1.5.5 a merge committed while a deposit that deleted rows was
+        in flight could leave a snapshot in which some rows were counted twice (the stress test
+        of ``tests/test_concurrency.py`` with tiny compaction limits): a merge cannot bump
+        ``heads`` (DuckLake refuses a transaction that both compacts and changes rows), so this
+        lock does what ``heads`` does for other commits.  A file lock beside the SQLite catalog
+        reaches every process of that catalog (a SQLite catalog has all its writers on one
+        machine).  Yields whether the guard is held: without ``wait``, False when a commit is
+        under way; with a PostgreSQL catalog, False for an exclusive guard (deposits then leave
+        merging to ``maintain``) and True, unguarded, for a shared one."""
+        kind, _, target = self.catalog.partition(":")
+        if kind != "sqlite":
+            yield not exclusive
+            return
+        path = Path(target + ".merge.lock")
+        with open(path, "a") as f:
+            try:
+                fcntl.flock(f, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
     def transaction(self, work: Callable[[duckdb.DuckDBPyConnection], T],
-                    con: duckdb.DuckDBPyConnection | None = None, serialise: bool = False) -> T:
+                    con: duckdb.DuckDBPyConnection | None = None, serialise: bool = False,
+                    guard: bool = True) -> T:
         """Run ``work`` in one DuckLake transaction, retried from the start when it meets a
         concurrent commit.  ``serialise``: also bump ``heads``, so that this commit conflicts with
-        every other serialised commit (what a read-check-write such as deduplication needs)."""
+        every other serialised commit (what a read-check-write such as deduplication needs), and
+        hold :meth:`merge_guard` shared (``guard=False``: the caller holds it already)."""
+        if serialise and guard:
+            with self.merge_guard(exclusive=False):
+                return self.transaction(work, con, serialise=True, guard=False)
         cur = (con or self.base()).cursor()
         try:
             for attempt in range(self.settings.commit_retries):
@@ -425,19 +460,26 @@ class TableStore:
         done: dict[str, str] = {}
         try:
             load = self.catalog_load()
-            for name in COMPACTED:
-                d = load.get(name, {})
-                if rows_limit and d.get("inlined_rows", 0) > rows_limit:
-                    self.transaction(lambda cur, name=name: cur.execute(
-                        "CALL ducklake_flush_inlined_data('lake', table_name => ?)", [name]).fetchall(),
-                        serialise=True)
-                    done[name] = "inlined rows written out"
-                    d["small_files"] = d.get("small_files", 0) + 1
-                if files_limit and d.get("small_files", 0) > files_limit:
-                    self.transaction(lambda cur, name=name: cur.execute(
-                        "CALL ducklake_merge_adjacent_files('lake', ?, max_file_size => ?)",
-                        [name, self.settings.compact_file_bytes]).fetchall())
-                    done[name] = (done[name] + ", " if name in done else "") + f"{d['small_files']} small files merged"
+            todo = [n for n in COMPACTED if (rows_limit and load.get(n, {}).get("inlined_rows", 0) > rows_limit)
+                    or (files_limit and load.get(n, {}).get("small_files", 0) > files_limit)]
+            if not todo:
+                return done
+            with self.merge_guard(exclusive=True, wait=False) as held:
+                if not held:  # a commit is under way (or a PostgreSQL catalog): the next deposit sees to it
+                    return done
+                for name in todo:
+                    d = load[name]
+                    if rows_limit and d.get("inlined_rows", 0) > rows_limit:
+                        self.transaction(lambda cur, name=name: cur.execute(
+                            "CALL ducklake_flush_inlined_data('lake', table_name => ?)", [name]).fetchall(),
+                            serialise=True, guard=False)
+                        done[name] = "inlined rows written out"
+                        d["small_files"] = d.get("small_files", 0) + 1
+                    if files_limit and d.get("small_files", 0) > files_limit:
+                        self.transaction(lambda cur, name=name: cur.execute(
+                            "CALL ducklake_merge_adjacent_files('lake', ?, max_file_size => ?)",
+                            [name, self.settings.compact_file_bytes]).fetchall())
+                        done[name] = (done[name] + ", " if name in done else "") + f"{d['small_files']} small files merged"
         except (duckdb.Error, CommitConflict) as e:
             log.warning("compaction left for later: %s", e)
         return done
@@ -448,7 +490,8 @@ class TableStore:
         retention = retention or self.settings.snapshot_retention
         cur = self.cursor()
         before = cur.execute("SELECT count(*) FROM ducklake_list_files('lake', 'configurations')").fetchone()[0]
-        self.transaction(lambda c: c.execute("CALL ducklake_merge_adjacent_files('lake')").fetchall())
+        with self.merge_guard(exclusive=True):  # waits for commits under way (SQLite catalogs)
+            self.transaction(lambda c: c.execute("CALL ducklake_merge_adjacent_files('lake')").fetchall())
         cur.execute(f"CALL ducklake_expire_snapshots('lake', older_than => now() - INTERVAL {_q(retention)})")
         cur.execute(f"CALL ducklake_cleanup_old_files('lake', older_than => now() - INTERVAL {_q(retention)})")
         cur.execute(f"CALL ducklake_delete_orphaned_files('lake', older_than => now() - INTERVAL {_q(retention)})")
