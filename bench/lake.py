@@ -46,6 +46,8 @@ Usage::
     .venv/bin/python bench/lake.py                                 # build once (cached), measure, write the doc
     .venv/bin/python bench/lake.py --deposits 10,100 --no-doc      # a quick check
     .venv/bin/python bench/lake.py --storage local --build-only    # only build (and cache) the local lakes
+    .venv/bin/python bench/lake.py --probe-only results.json --json results-probe.json
+                                        # only the deposit probe, on the cached lakes, into an earlier run's results
 """
 from __future__ import annotations
 
@@ -703,13 +705,19 @@ STATEMENTS = (  # (start of the SQL, label) for the deposit probe
     ("SELECT stored, retracted_at", "read the previous record"),
     ("CREATE OR REPLACE TEMP TABLE _dups", "duplicate check"),
     ("CALL ducklake_add_data_files", "register the data file"),
+    ("INSERT INTO lake.configurations", "copy the rows in"),
     ("INSERT INTO lake.deposits", "insert the record"),
     ("SELECT 1 FROM lake.policies", "policy check"),
+    ("CALL ducklake_merge_adjacent_files", "compaction: merge small files"),
+    ("CALL ducklake_flush_inlined_data", "compaction: write out inlined rows"),
 )
+CATALOG_CHECK = "compaction check (catalog read)"
 
 
 def _label(sql: str) -> str:
     text = " ".join(sql.split())
+    if "__ducklake_metadata_lake" in text:  # TableStore.catalog_load: does anything need compacting?
+        return CATALOG_CHECK
     return next((label for start, label in STATEMENTS if text.startswith(start)), "other SQL")
 
 
@@ -923,10 +931,12 @@ def render(res: dict[str, Any], builds: dict[str, Any], plan: dict[str, list[tup
         one = lid_of("local", 1000)
         est = ""
         small = lid_for("local", ns[0])
-        if small and "probe" in res.get(small, {}) and "probe" in res.get(lid_b, {}):
-            t0 = statistics.median(x["ms"] for x in res[small]["probe"]["deposits"][1:]) / 1000
-            t1 = statistics.median(x["ms"] for x in res[lid_b]["probe"]["deposits"][1:]) / 1000
-            est = (f": one commit per deposit, a deposit's cost grows with the lake (the deposit probe below: "
+        pkey = "probe_before" if "probe_before" in res.get(lid_b, {}) else "probe"
+        if small and pkey in res.get(small, {}) and pkey in res.get(lid_b, {}):
+            t0 = statistics.median(x["ms"] for x in res[small][pkey]["deposits"][1:]) / 1000
+            t1 = statistics.median(x["ms"] for x in res[lid_b][pkey]["deposits"][1:]) / 1000
+            est = (f": one commit per deposit, a deposit's cost grew with the lake with the library of the build "
+                   f"(the deposit probe of then: "
                    f"{t0:.2f} s into {ns[0]:,} deposits, {t1:.2f} s into {n_b:,}; the `{one}` build slowed from "
                    f"{builds[one]['start_rate']:.1f} to {builds[one]['end_rate']:.1f} deposits/s), so {n_b:,} one at "
                    f"a time would take ~{n_b * (t0 + t1) / 2 / 3600:.1f} h on a quiet machine (that line's integral)")
@@ -1002,24 +1012,62 @@ def render(res: dict[str, Any], builds: dict[str, Any], plan: dict[str, list[tup
     # ---- deposit probe
     probes = [(lid, res[lid]["probe"]) for lid in lids if "probe" in res.get(lid, {})]
     if probes:
+        meta = res.get("_probe", {})
+        earlier = any("probe_before" in res.get(lid, {}) for lid, _ in probes)
+        count = meta.get("count", args.probe)
         out += ["### A deposit into a lake of N deposits", "",
-                f"After the as-built measurements, {args.probe} more deposits into each lake from a new process "
+                f"After the as-built measurements, {count} more deposits into each lake from a new process "
                 "(like `mliplake deposit`), one commit each, every SQL statement the library runs timed; then the "
                 "lake is restored as built. The first deposit pays for the connection (extensions, ATTACH) and "
-                "cold caches; `next` is the median of the others.", "",
-                "| lake | deposits | first deposit ms | next ms | S3 requests: first | next |",
-                "| --- | ---: | ---: | ---: | ---: | ---: |"]
+                "cold caches; `next` is the median of the others. The lakes were built without compaction (one "
+                "data file per deposit), so the first deposit into each also compacts it, once (the deposit's "
+                "own compaction, `MLIPLAKE_COMPACT_FILES`: more than 100 small files of a table are merged; its "
+                "column below); the next ones deposit into a lake as compaction keeps it."]
+        if meta:
+            out[-1] += (f" **Re-measured on {meta['date']} (git {meta['git']}) with `--probe-only`**: the deposit "
+                        "tables of this section only; every other table is from the run described at the top "
+                        f"(git {meta.get('base_git', '?')})" + (", and `next, before` is that run's probe, with "
+                        "the library of then (no compaction, every commit deleting the previous version)"
+                        if earlier else "") + f". Other work kept {meta['others_cpus']:.1f} of the 2 CPUs busy "
+                        "during the re-measurement.")
+        out += ["", "| lake | deposits | first deposit ms | of which compaction ms | next ms"
+                + (" | next ms, before | ratio" if earlier else "") + " | S3 requests: first | next |",
+                "| --- | ---: | ---: | ---: | ---:" + (" | ---: | ---:" if earlier else "") + " | ---: | ---: |"]
+        comp_labels = [lab for _, lab in STATEMENTS if lab.startswith("compaction")]
         for lid, p in probes:
             d = p["deposits"]
             nxt = d[1:] or d
             reqs = (f"{d[0]['req']} | {statistics.median(x['req'] for x in nxt):.0f}"
                     if lid.startswith("s3") else "- | -")
-            out.append(f"| `{lid}` | {parse_lid(lid)[1]:,} | {d[0]['ms']:,.0f} | "
-                       f"{statistics.median(x['ms'] for x in nxt):,.0f} | {reqs} |")
+            comp_ms = sum(d[0]["stmts"].get(lab, 0.0) for lab in comp_labels)
+            now = statistics.median(x["ms"] for x in nxt)
+            before = ""
+            if earlier:
+                pb = res[lid].get("probe_before")
+                if pb:
+                    b = statistics.median(x["ms"] for x in (pb["deposits"][1:] or pb["deposits"]))
+                    before = f" | {b:,.0f} | {_ratio(now, b)}"
+                else:
+                    before = " | - | -"
+            out.append(f"| `{lid}` | {parse_lid(lid)[1]:,} | {d[0]['ms']:,.0f} | {comp_ms:,.0f} | "
+                       f"{now:,.0f}{before} | {reqs} |")
+        base = next((lid for lid, _ in probes if parse_lid(lid)[1] == min(parse_lid(x)[1] for x, _ in probes)), None)
+        if base:
+            b0 = statistics.median(x["ms"] for x in (res[base]["probe"]["deposits"][1:] or res[base]["probe"]["deposits"]))
+            out += ["", f"Growth of a (next) deposit, against `{base}`: " + ", ".join(
+                f"`{lid}` {_ratio(statistics.median(x['ms'] for x in (p['deposits'][1:] or p['deposits'])), b0)}"
+                for lid, p in probes if lid != base and lid.split('-')[0] == base.split('-')[0]) + "."]
+            s3s = [lid for lid, _ in probes if lid.startswith("s3")]
+            if s3s and not base.startswith("s3"):
+                s0 = min(s3s, key=lambda x: parse_lid(x)[1])
+                b1 = statistics.median(x["ms"] for x in (res[s0]["probe"]["deposits"][1:] or res[s0]["probe"]["deposits"]))
+                out[-1] += f" On S3, against `{s0}`: " + ", ".join(
+                    f"`{lid}` {_ratio(statistics.median(x['ms'] for x in (res[lid]['probe']['deposits'][1:] or res[lid]['probe']['deposits'])), b1)}"
+                    for lid in s3s if lid != s0) + "."
         out += ["", "Where a (next) deposit's time goes, ms (median over the probe's deposits after the first):", "",
                 "| statement | " + " | ".join(f"`{lid}`" for lid, _ in probes) + " |",
                 "| --- |" + " ---: |" * len(probes)]
-        labels = [lab for _, lab in STATEMENTS] + ["other SQL", "outside SQL (read, write, raw copy)"]
+        labels = [lab for _, lab in STATEMENTS] + [CATALOG_CHECK, "other SQL", "outside SQL (read, write, raw copy)"]
         for lab in labels:
             cells = []
             for _, p in probes:
@@ -1216,11 +1264,49 @@ def render(res: dict[str, Any], builds: dict[str, Any], plan: dict[str, list[tup
         out.append("")
     out.append("Reproduce: `.venv/bin/python bench/lake.py` (lakes cached under `bench/_work/lake`, `--rebuild` to "
                "rebuild; `--deposits 10,1000,10000`, `--storage local,s3`, `--batch-above`, `--batch`, "
-               "`--s3-build-budget`, `--probe`; `--render-only results.json` re-renders from an earlier `--json` run).")
+               "`--s3-build-budget`, `--probe`; `--render-only results.json` re-renders from an earlier `--json` run; `--probe-only results.json` measures the deposit probe alone and renders it into an earlier run's results).")
     return "\n".join(out) + "\n"
 
 
 # ----------------------------------------------------------------------------- main
+
+
+def probe_only(args: Any, plan: dict[str, list[tuple[int, str]]], validation: tuple[str, str] | None,
+               todo: list[tuple[str, bool]], s3: S3Server | None) -> None:
+    """The deposit probe alone, on the cached lakes (as built), merged into an earlier run's results."""
+    raw = json.loads(Path(args.probe_only).read_text())
+    res, builds = raw["results"], raw["builds"]
+    meter = CpuMeter()
+    for lid, _ in todo:
+        if lid not in res:
+            print(f"[{lid}] not in {args.probe_only}: skipped", flush=True)
+            continue
+        b = ensure_built(lid, s3, False, args.s3_build_budget, None)
+        if b.get("skipped") or not b.get("complete"):
+            continue
+        print(f"[{lid}] deposit probe: {args.probe} more deposits from a new process", flush=True)
+        set_dirty(lid, True)
+        p = measure_probe(lid, args.probe)
+        for d in p["deposits"]:
+            top = sorted(d["stmts"].items(), key=lambda x: -x[1])[:4]
+            print(f"  deposit {d['k']}: {d['ms']:.0f} ms" + (f", {d['req']} requests" if lid.startswith("s3") else "")
+                  + " | " + ", ".join(f"{k} {v:.0f}" for k, v in top), flush=True)
+        res[lid].setdefault("probe_before", res[lid].get("probe"))
+        res[lid]["probe"] = p
+        print(f"[{lid}] restoring the lake as built", flush=True)
+        restore(s3, lid)
+        set_dirty(lid, False)
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    res["_probe"] = {"date": dt.date.today().isoformat(), "git": git, "count": args.probe,
+                     "base_git": raw.get("machine", {}).get("git", "?"), "others_cpus": meter.others()}
+    section = render(res, builds, plan, validation, raw["machine"], args)
+    print("\n" + section)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"builds": builds, "results": res, "machine": raw["machine"]},
+                                              indent=1, default=str))
+    if not args.no_doc:
+        write_section(DOC, SECTION, section)
+        print(f"wrote the {SECTION} section of {DOC.relative_to(ROOT)}")
 
 
 def main() -> None:
@@ -1255,6 +1341,9 @@ def main() -> None:
     ap.add_argument("--build-only", action="store_true", help="build (and cache) the lakes, measure nothing")
     ap.add_argument("--no-doc", action="store_true", help="do not write docs/performance.md")
     ap.add_argument("--json", default="", help="also write the raw results here")
+    ap.add_argument("--probe-only", default="", metavar="JSON",
+                    help="measure only the deposit probe (on the cached lakes) and render the section from the raw "
+                         "results of an earlier --json run, its probes replaced (the earlier ones kept beside them)")
     ap.add_argument("--render-only", default="", metavar="JSON",
                     help="measure nothing: render (and write) the section from the raw results of an earlier --json run")
     args = ap.parse_args()
@@ -1289,6 +1378,8 @@ def main() -> None:
         if validation:
             todo.insert(todo.index((validation[0], True)) + 1, (validation[1], False))
         rate: dict[str, float] = {}
+        if args.probe_only:
+            return probe_only(args, plan, validation, todo, s3)
         for lid, full in todo:
             kind = parse_lid(lid)[0]
             b = ensure_built(lid, s3, args.rebuild, args.s3_build_budget, rate.get(kind))
