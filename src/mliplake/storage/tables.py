@@ -319,6 +319,7 @@ class TableStore:
             yield not exclusive
             return
         path = Path(target + ".merge.lock")
+        path.parent.mkdir(parents=True, exist_ok=True)  # a process's first commit may come before its connection
         with open(path, "a") as f:
             try:
                 fcntl.flock(f, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB))
