@@ -357,7 +357,7 @@ def build_child(lid: str, log: Path) -> None:
     commit's per-deposit statements (previous version out, duplicate check), which find nothing
     in these lakes (new deposit ids; random positions, no duplicates: the build checks the count).
     The lake has the same data files, rows and records; one snapshot per B deposits."""
-    import mliplake.ingest as ingest
+    import mliplake.ingest.deposit as ingest
     from mliplake import Lake
     from mliplake.access import make_policy
     from mliplake.storage.tables import arrow_rows
@@ -579,7 +579,7 @@ def ensure_built(lid: str, s3: S3Server | None, rebuild: bool, s3_budget: float,
 
 # ----------------------------------------------------------------------------- measuring (in child processes)
 
-PREIMPORT = "import mliplake, mliplake.query, mliplake.filters, mliplake.catalogue, mliplake.ml, duckdb, pyarrow"
+PREIMPORT = "import mliplake, mliplake.query.engine, mliplake.filters, mliplake.catalogue.cards, mliplake.ml.models, duckdb, pyarrow"
 
 COLD = r"""
 import json, os, sys, time

@@ -7,9 +7,9 @@ prototypes (SiO2, TiO2, LiCoO2, Cu-Ni alloys, ...), periodic triclinic cells,
 energy, forces, stress on a per-dataset fraction, ``info.config_type`` and
 ``info.temperature``; 10 datasets, 30 deposits of 50,000.  Frames are generated
 with numpy as :class:`mliplake.readers.RawFrame` objects and go through the
-steps of a deposit after parsing (``mliplake.ingest._ingest``), one deposit per
+steps of a deposit after parsing (``mliplake.ingest.deposit._ingest``), one deposit per
 worker process at a time (``--workers``, default one per CPU up to 8):
-:func:`mliplake.normalise.normalise_batch` in
+:func:`mliplake.ingest.normalise.normalise_batch` in
 4,000-frame batches; ``ingest._ShardWriter`` stages the rows as Parquet under
 the deposit's folder (row groups of 16,384); ``ingest._commit`` runs the
 deposit's one DuckLake transaction (staged rows copied into the
@@ -91,7 +91,7 @@ BATCH = 4000  # frames per normalise_batch call (the shard writer gathers them i
 
 
 def _row_group() -> int:
-    from mliplake.ingest import ROW_GROUP
+    from mliplake.ingest.deposit import ROW_GROUP
 
     return ROW_GROUP
 SIZE_MEDIAN, SIZE_SIGMA, SIZE_MIN, SIZE_MAX = 11.0, 0.75, 2, 100  # log-normal sizes: mean ~15
@@ -241,7 +241,7 @@ def generate(k: int, plan: Plan, n: int | None = None) -> Generated:
 
 
 def _manifest(dataset: str) -> Any:
-    from mliplake.manifest import parse_manifest
+    from mliplake.core.manifest import parse_manifest
 
     return parse_manifest({"dataset": dataset, "title": f"Synthetic MPtrj-like {dataset}", "license": "CC-BY-4.0",
                            "method": {"code": "VASP", "functional": "PBE"}})
@@ -258,7 +258,7 @@ def write_deposit(lake_dir: str, k: int, plan: Plan, n: int | None = None) -> di
     ``manifest.json``) and the within-deposit duplicate pass (generated frames are distinct; the commit
     still checks against the dataset's stored rows)."""
     from mliplake import Lake
-    from mliplake.ingest import (
+    from mliplake.ingest.deposit import (
         DepositReport,
         FileReport,
         _collect,
@@ -268,7 +268,7 @@ def write_deposit(lake_dir: str, k: int, plan: Plan, n: int | None = None) -> di
         _ShardWriter,
         deposit_id_for,
     )
-    from mliplake.normalise import FileContext, normalise_batch
+    from mliplake.ingest.normalise import FileContext, normalise_batch
 
     t0 = time.perf_counter()
     g = generate(k, plan, n)
@@ -710,8 +710,8 @@ def profile(lake_dir: Path, rows: list[Row], runs: int) -> dict[str, Any]:
     runs them."""
     from mliplake import Lake
     from mliplake.filters import parse
-    from mliplake.query import LAKE_ORDER
-    from mliplake.sql import where
+    from mliplake.filters.sql import where
+    from mliplake.query.engine import LAKE_ORDER
 
     out: dict[str, Any] = {"filters": []}
     # a new Lake has a DuckDB instance of its own: its first connection() loads the extensions,

@@ -3,7 +3,7 @@ waiting for the data loader.
 
 Builds (once, cached under ``bench/_work/train_lake_<schema hash>``) a lake with the bundled rMD17 ethanol
 sample (2,000 frames) and materialises a training set of all of it (80/10/10, seeded).
-Then, for each model spec below and each device asked for, it runs ``mliplake.mace_train`` (the
+Then, for each model spec below and each device asked for, it runs ``mliplake.ml.mace_train`` (the
 wrapper every launcher uses) in a child process with MACE's ``train_one_epoch`` timed from outside:
 
 - epoch seconds: the training pass over the train split (validation excluded), CUDA synchronised;
@@ -60,7 +60,7 @@ def child(argv: list[str]) -> None:
 
     mt = importlib.import_module("mace.tools.train")  # the module: mace.tools re-exports a function of that name
 
-    from mliplake import mace_train
+    from mliplake.ml import mace_train
 
     epochs: list[dict[str, float]] = []
     original = mt.train_one_epoch
@@ -103,8 +103,8 @@ def child(argv: list[str]) -> None:
 
 def lake_and_training_set():  # noqa: ANN201
     import mliplake
-    from mliplake import training
-    from mliplake.schema import CONFIGURATIONS
+    from mliplake.core.schema import CONFIGURATIONS
+    from mliplake.ml import training_sets as training
 
     # a lake of the current schema: a cached one from before a schema change would not open
     schema = hashlib.sha256(str(CONFIGURATIONS).encode()).hexdigest()[:8]
@@ -118,7 +118,7 @@ def lake_and_training_set():  # noqa: ANN201
 
 
 def measure(lake, ts, name: str, device: str, epochs: int) -> dict[str, Any]:  # noqa: ANN001
-    from mliplake import ml
+    from mliplake.ml import models as ml
 
     spec = ml.ModelSpec(name=f"bench-{name}", training_set=ts.name, device=device, max_num_epochs=epochs,
                         seed=0, **SPECS[name])
@@ -152,7 +152,7 @@ def render(rows: list[dict[str, Any]], gpu: str) -> str:
     lines = [
         SECTION, "",
         f"`bench/train.py`, {dt.date.today()}: MACE (mace-torch, float32) on the bundled rMD17 ethanol "
-        f"sample ({rows[0]['frames']} training frames, batch 16), through `mliplake.mace_train`. "
+        f"sample ({rows[0]['frames']} training frames, batch 16), through `mliplake.ml.mace_train`. "
         f"CPU: {cpu}, {os.cpu_count()} cores. GPU: {gpu or 'none on this machine (this task was not lent one)'}.",
         "Epoch = the training pass (validation excluded); loading = time in the data loader's `next()`; "
         "medians over the epochs after the first.", "",

@@ -7,7 +7,7 @@ benchmark each, their rows written the way ``ml.register`` and ``ml.benchmark`` 
 transaction per table: training N models would measure MACE, not the portal).
 
 Serves it with ``mliplake serve`` (uvicorn, one worker, on 127.0.0.1) and drives headless Chromium
-(Debian's /usr/bin/chromium through Playwright, the flags of tests/test_web.py) to measure, each
+(Debian's /usr/bin/chromium through Playwright, the flags of tests/web/test_web.py) to measure, each
 the median (and max) of ``--runs``:
 
 - ``catalogue: first render``: a fresh page load of ``/#/catalogue`` until the page has drawn (its
@@ -60,7 +60,8 @@ def frames(k: int) -> str:
 def build(n: int) -> Path:
     """The lake of n datasets and n models (cached: a finished build leaves a marker file)."""
     import mliplake
-    from mliplake import catalogue, ml
+    from mliplake.catalogue import cards as catalogue
+    from mliplake.ml import models as ml
     from mliplake.storage.tables import arrow_rows
 
     root = WORK / f"lake-{n}"

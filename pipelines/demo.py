@@ -10,8 +10,8 @@ from pathlib import Path
 import dagster as dg
 
 import mliplake
-from mliplake import inbox
 from mliplake.cli import SAMPLES, sample_dir, table
+from mliplake.ingest import inbox
 
 REPO = Path(__file__).resolve().parents[1]
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the run's events stay in the instance
@@ -91,7 +91,7 @@ def main() -> int:
     print(table(cards.to_pylist(), cards.column_names))
     print("\ndeposits:")
     print(table(lake.deposits()))
-    from mliplake import ml
+    from mliplake.ml import models as ml
 
     board = ml.leaderboard(lake)
     print("\nleaderboard:")

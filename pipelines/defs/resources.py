@@ -6,8 +6,8 @@ from pathlib import Path
 import dagster as dg
 
 import mliplake
+from mliplake.ml.slurm import SlurmOptions
 from mliplake.settings import Settings
-from mliplake.slurm import SlurmOptions
 
 DEFAULT_LAKE = str(Path(__file__).resolve().parents[2] / "lake")
 
@@ -48,7 +48,7 @@ class TrainerResource(dg.ConfigurableResource):
     poll_seconds: float = 10.0
 
     def slurm_options(self):  # noqa: ANN201
-        from mliplake.slurm import SlurmOptions
+        from mliplake.ml.slurm import SlurmOptions
 
         return SlurmOptions(partition=self.partition, time=self.time, gpus=self.gpus,
                             cpus_per_task=self.cpus_per_task, mem=self.mem, account=self.account, setup=self.setup)

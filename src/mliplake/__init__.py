@@ -3,13 +3,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .lake import Lake  # noqa: E402
-from .manifest import Manifest, ManifestError, load_manifest  # noqa: E402
+from mliplake.core.manifest import Manifest, ManifestError, load_manifest  # noqa: E402
+from mliplake.lake import Lake  # noqa: E402
 
 
 def __getattr__(name: str):  # noqa: ANN202 - Client (and httpx) load only when asked for
     if name in ("Client", "APIError"):
-        from . import client
+        from mliplake import client
 
         return getattr(client, name)
     raise AttributeError(f"module 'mliplake' has no attribute {name!r}")
@@ -17,7 +17,7 @@ def __getattr__(name: str):  # noqa: ANN202 - Client (and httpx) load only when 
 
 def load_calculator(model_id: str, lake: Lake | None = None, device: str = "cpu"):  # noqa: ANN201
     """A registered model as an ASE calculator, in one call (imports torch and mace only now)."""
-    from .ml import load_calculator as load
+    from mliplake.ml.models import load_calculator as load
 
     return load(model_id, lake, device)
 

@@ -32,7 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from .access import ROLES, Principal
+from mliplake.access import ROLES, Principal
 
 SCOPES: tuple[str, ...] = ("read", "write")
 TOKEN_PREFIX = "mlk_"

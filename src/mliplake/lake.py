@@ -31,9 +31,9 @@ import fsspec
 import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
-from .access import LOCAL_OWNER, AccessError, Principal, Scope, may_manage, visible_datasets
-from .settings import DEFAULT_LAKE, Settings, get_settings
-from .storage.tables import TableStore
+from mliplake.access import LOCAL_OWNER, AccessError, Principal, Scope, may_manage, visible_datasets
+from mliplake.settings import DEFAULT_LAKE, Settings, get_settings
+from mliplake.storage.tables import TableStore
 
 # per TableStore: (the access inputs of a snapshot, {(principal, day): Scope})
 _SCOPES: weakref.WeakKeyDictionary[TableStore, tuple[Any, dict[Any, Scope]]] = weakref.WeakKeyDictionary()
@@ -172,12 +172,19 @@ class Lake:
 
     # ---------------------------------------------------------------- access
 
+    @staticmethod
+    def load_views() -> None:
+        """Load the layers that keep tables of their own (catalogue, models): each registers its views with
+        :func:`mliplake.query.engine.register_view` when imported, so the query layer never imports them."""
+        from mliplake.catalogue import cards  # noqa: F401
+        from mliplake.ml import models  # noqa: F401
+
     def scope(self) -> Scope:
         """What this lake's principal may see now (embargoes are compared with today's date)."""
         if self.principal.sees_everything:
             return Scope(self.principal, None)
         names, policies = self.tables.access_inputs()
-        from .query import visible_relation
+        from mliplake.query.engine import visible_relation
 
         # one scope per snapshot, principal and day: requests reuse it (and the views built for it)
         at, memo = _SCOPES.get(self.tables, (None, {}))
@@ -197,14 +204,14 @@ class Lake:
     def set_visibility(self, dataset: str, visibility: str, groups: list[str] | None = None,
                        embargo_until: str | None = None, owner: str | None = None) -> Any:
         """Change who may see a dataset (its owner, a curator or an admin); effective at once."""
-        from .retract import set_visibility
+        from mliplake.ingest.retract import set_visibility
 
         return set_visibility(self, dataset, visibility, groups, embargo_until, owner)
 
     def retract(self, deposit_id: str | None = None, dataset: str | None = None, reason: str = "",
                 purge: bool = False) -> list[str]:
         """Take a deposit (or every deposit of a dataset) out of every view at once; see docs/lake.md."""
-        from .retract import retract
+        from mliplake.ingest.retract import retract
 
         return retract(self, deposit_id=deposit_id, dataset=dataset, reason=reason, purge=purge)
 
@@ -220,7 +227,7 @@ class Lake:
 
         ``replace``: let a deposit whose frames were all quarantined replace a stored version of
         the same files (otherwise the stored version stays and the deposit is refused)."""
-        from .ingest import deposit
+        from mliplake.ingest.deposit import deposit
 
         if not self.principal.can_deposit:
             raise AccessError("this account may not deposit (role depositor, curator or admin needed)")
@@ -279,14 +286,14 @@ class Lake:
 
     def connection(self) -> Any:
         """A DuckDB cursor of its own, over views showing what the principal may see."""
-        from .query import session
+        from mliplake.query.engine import session
 
         return session(self)
 
     def configurations(self, dataset: str | None = None, columns: list[str] | None = None,
                        filter: Any = None) -> pa.Table:
         """Stored configurations as an Arrow table (``filter``: a pyarrow expression)."""
-        from .query import configurations
+        from mliplake.query.engine import configurations
 
         table = configurations(self, dataset, columns)
         return table.filter(filter) if filter is not None else table
@@ -301,8 +308,8 @@ class Lake:
 
         ``filter``: a filter-language string (docs/query.md) or a pyarrow expression.
         """
-        from .atoms import table_to_atoms
-        from .export import batches
+        from mliplake.query.atoms import table_to_atoms
+        from mliplake.query.export import batches
 
         text = filter if isinstance(filter, str) else None
         for t in batches(self, text, dataset=dataset):
@@ -318,7 +325,7 @@ class Lake:
         Trusted: a DuckDB relation.  ``untrusted=True``: an Arrow table, from one sandboxed,
         time-, memory- and size-limited SELECT over the views only (what the API accepts).
         """
-        from .query import SQLError, run_sql
+        from mliplake.query.engine import SQLError, run_sql
 
         if untrusted:
             return run_sql(self, query, untrusted=True, **limits)
@@ -332,32 +339,32 @@ class Lake:
     def search(self, filter: str | None = None, columns: list[str] | None = None, limit: int | None = None,
                order: str | None = None) -> pa.Table:
         """Configurations matching a filter (the OPTIMADE-based language of docs/query.md)."""
-        from .query import search
+        from mliplake.query.engine import search
 
         return search(self, filter, columns, limit, order)
 
     def count(self, filter: str | None = None) -> int:
-        from .query import count
+        from mliplake.query.engine import count
 
         return count(self, filter)
 
     def export(self, filter: str | None, out: str, format: str = "extxyz", original_keys: bool = False,
                progress: bool | None = False) -> int:
         """Write matching configurations to extxyz (MACE-ready REF_* keys) or Parquet; returns the count."""
-        from .export import export
+        from mliplake.query.export import export
 
         return export(self, filter, out, format=format, original_keys=original_keys, progress=progress)
 
     def summary(self, filter: str | None = None, keys: list[str] | None = None) -> Any:
-        """Counts, statistics, value counts, element counts, histograms (a :class:`mliplake.stats.Summary`)."""
-        from .stats import summarise
+        """Counts, statistics, value counts, element counts, histograms (a :class:`mliplake.query.stats.Summary`)."""
+        from mliplake.query.stats import summarise
 
         return summarise(self, filter, keys)
 
     def keys(self, dataset: str | None = None) -> pa.Table:
         """Every key: labels, derived columns, user info and per-atom keys, with counts and datasets
         (of one dataset if given)."""
-        from .query import keys
+        from mliplake.query.engine import keys
 
         return keys(self, dataset)
 

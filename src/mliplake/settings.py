@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     # ---- ML
     workdir: str = Field(str(Path.home() / ".cache" / "mliplake"), description="training work directories")
     trainer: Literal["local", "slurm"] = Field("local", description="where the models asset trains")
-    # Slurm job options: unset ones take mliplake.slurm.SlurmOptions' defaults (the one place they live)
+    # Slurm job options: unset ones take mliplake.ml.slurm.SlurmOptions' defaults (the one place they live)
     slurm_partition: str | None = Field(None, description="Slurm partition")
     slurm_account: str | None = Field(None, description="Slurm account")
     slurm_time: str | None = Field(None, description="Slurm time limit (default 04:00:00)")

@@ -4,7 +4,7 @@ import json
 
 import dagster as dg
 
-from mliplake import catalogue
+from mliplake.catalogue import cards as catalogue
 from pipelines.defs.ingestion.assets import configurations
 from pipelines.defs.resources import LakeResource
 

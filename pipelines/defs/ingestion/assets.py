@@ -4,7 +4,7 @@ import time
 
 import dagster as dg
 
-from mliplake import inbox
+from mliplake.ingest import inbox
 from pipelines.defs.partitions import deposits
 from pipelines.defs.resources import LakeResource
 

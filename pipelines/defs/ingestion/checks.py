@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from mliplake import checks, inbox
-from mliplake.checks import CheckOutcome
+from mliplake.ingest import checks, inbox
+from mliplake.ingest.checks import CheckOutcome
 from pipelines.defs.ingestion.assets import configurations
 from pipelines.defs.partitions import deposits
 from pipelines.defs.resources import LakeResource

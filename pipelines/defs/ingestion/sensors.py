@@ -4,7 +4,7 @@ import json
 
 import dagster as dg
 
-from mliplake import inbox
+from mliplake.ingest import inbox
 from pipelines.defs.ingestion.assets import configurations, raw_deposits
 from pipelines.defs.partitions import deposits
 from pipelines.defs.resources import LakeResource

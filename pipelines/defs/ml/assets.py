@@ -3,7 +3,10 @@ import json
 
 import dagster as dg
 
-from mliplake import Lake, generate, ml, training
+from mliplake import Lake
+from mliplake.ml import generate
+from mliplake.ml import models as ml
+from mliplake.ml import training_sets as training
 from pipelines.defs.ingestion.assets import configurations
 from pipelines.defs.ml.slurm import PipesSlurmClient
 from pipelines.defs.ml.specs import (

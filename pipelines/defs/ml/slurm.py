@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from mliplake import slurm
+from mliplake.ml import slurm
 
 
 class PipesSlurmClient(dg.PipesClient):

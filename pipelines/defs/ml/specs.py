@@ -4,7 +4,8 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from mliplake import ml, training
+from mliplake.ml import models as ml
+from mliplake.ml import training_sets as training
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 

@@ -17,7 +17,7 @@ def search_index(context: dg.AssetExecutionContext, lake: LakeResource, opensear
     """The deposit's configurations in the search index (replacing its earlier documents)."""
     if not opensearch.url:
         return dg.MaterializeResult(metadata={"engine": "duckdb (embedded): nothing to index"})
-    from mliplake import inbox
+    from mliplake.ingest import inbox
 
     lk = lake.lake()
     dep = inbox.staged(lk, context.partition_key).deposit_id
@@ -58,7 +58,7 @@ def catalogue_index(context: dg.AssetExecutionContext, lake: LakeResource, opens
     with facets and element selections; rebuilt and swapped in whenever the catalogue changes."""
     if not opensearch.url:
         return dg.MaterializeResult(metadata={"engine": "embedded: the cards are searched directly"})
-    from mliplake import catalog_search
+    from mliplake.catalogue import search as catalog_search
 
     n = catalog_search.index_catalogue(lake.lake(), opensearch.client())
     return dg.MaterializeResult(metadata={"engine": "opensearch", "datasets": n, "alias": catalog_search.ALIAS})

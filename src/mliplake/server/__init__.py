@@ -1,4 +1,4 @@
 """The REST API (and OPTIMADE, and the portal's pages) over a lake: ``create_app(settings)``."""
-from .app import create_app
+from mliplake.server.app import create_app
 
 __all__ = ["create_app"]

@@ -17,11 +17,11 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from .. import __version__
-from ..settings import Settings, get_settings
-from . import problems
-from .auth import caller
-from .limits import LimitsMiddleware
+from mliplake import __version__
+from mliplake.server import problems
+from mliplake.server.auth import caller
+from mliplake.server.limits import LimitsMiddleware
+from mliplake.settings import Settings, get_settings
 
 STATIC = Path(__file__).resolve().parent.parent / "web" / "static"
 log = logging.getLogger("mliplake.server")
@@ -47,10 +47,10 @@ def uploads_dir(settings: Settings, lake: Any) -> Path:
 
 
 def create_app(settings: Settings | None = None, lake: Any = None) -> FastAPI:
-    from ..accounts import Accounts, accounts_url
-    from ..lake import Lake
-    from ..uploads import UploadStore
-    from .routes import data, deposits, models
+    from mliplake.accounts import Accounts, accounts_url
+    from mliplake.ingest.uploads import UploadStore
+    from mliplake.lake import Lake
+    from mliplake.server.routes import data, deposits, models
 
     settings = settings or get_settings()
     lake = lake or Lake(settings.lake, settings)
@@ -104,7 +104,7 @@ def create_app(settings: Settings | None = None, lake: Any = None) -> FastAPI:
 
 def _install_optimade(app: FastAPI) -> None:
     try:
-        from .optimade import install
+        from mliplake.server.optimade import install
     except ImportError:  # pragma: no cover - the OPTIMADE module is part of the package
         return
     install(app)
@@ -112,7 +112,7 @@ def _install_optimade(app: FastAPI) -> None:
 
 def _install_web(app: FastAPI) -> None:
     try:
-        from ..web import install
+        from mliplake.web import install
     except ImportError:
         @app.get("/", include_in_schema=False)
         def root() -> HTMLResponse:

@@ -1,5 +1,5 @@
 """``uvicorn mliplake.server.asgi:app``: the app built from the environment's settings."""
-from ..settings import Settings
-from .app import create_app
+from mliplake.server.app import create_app
+from mliplake.settings import Settings
 
 app = create_app(Settings())

@@ -15,8 +15,8 @@ from typing import Any
 
 from fastapi import Request
 
-from ..access import ANONYMOUS, Principal
-from .problems import Problem
+from mliplake.access import ANONYMOUS, Principal
+from mliplake.server.problems import Problem
 
 COOKIE = "mliplake_token"
 

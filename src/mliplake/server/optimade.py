@@ -25,7 +25,7 @@ Fields (OPTIMADE name -> the lake's):
   ``_mliplake_method.<key>`` -> ``info.<key>`` / ``method.<key>``.
 
 Filters are the lake's own filter language (it is OPTIMADE's grammar): the text is translated
-(names above), parsed by :func:`mliplake.filters.parse` and compiled by :func:`mliplake.sql.where`.
+(names above), parsed by :func:`mliplake.filters.parse` and compiled by :func:`mliplake.filters.sql.where`.
 A field of another provider (``_exmpl_x``) or a standard one the lake does not hold
 (``immutable_id``) has an unknown value (a comparison matches nothing, ``IS UNKNOWN`` everything),
 with a warning in ``meta.warnings``; any other name (``crazyfield``, and the lake's own names without
@@ -54,9 +54,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .auth import lake_for
-from .problems import Problem
-from .routes.data import decode_cursor, encode_cursor, jsonable
+from mliplake.server.auth import lake_for
+from mliplake.server.problems import Problem
+from mliplake.server.routes.data import decode_cursor, encode_cursor, jsonable
 
 log = logging.getLogger("mliplake.server")
 
@@ -295,7 +295,7 @@ def translate(text: str) -> Translation:
 
 def split_id(entry_id: str) -> tuple[str, str] | None:
     """``<dataset>:<config_id>`` -> (dataset, config_id); None for anything else."""
-    from ..manifest import DATASET_NAME
+    from mliplake.core.manifest import DATASET_NAME
 
     dataset, sep, config_id = entry_id.partition(ID_SEP)
     if not sep or not DATASET_NAME.match(dataset) or not re.fullmatch(r"[0-9a-f]+", config_id):
@@ -306,7 +306,7 @@ def split_id(entry_id: str) -> tuple[str, str] | None:
 def _id_node(node: Any) -> Any:
     """A condition on ``id`` over the id's two columns: ``=`` and ``!=`` on (dataset, config_id),
     which the lake prunes files by; anything else on the joined text."""
-    from ..filters import FIELDS, And, Compare, Field, FieldSpec, Not
+    from mliplake.filters import FIELDS, And, Compare, Field, FieldSpec, Not
 
     f = node.field
     if isinstance(node, Compare) and node.op in ("=", "!=") and isinstance(node.value, str):
@@ -320,7 +320,7 @@ def _id_node(node: Any) -> Any:
 
 def _swap_fields(node: Any, roots: list[str]) -> Any:
     """The parsed tree with each sentinel key replaced by its SQL root, and ``id`` by the entry id."""
-    from ..filters import And, Field, Not, Or
+    from mliplake.filters import And, Field, Not, Or
 
     if isinstance(node, (And, Or)):
         return type(node)(tuple(_swap_fields(i, roots) for i in node.items))
@@ -366,8 +366,8 @@ class Compiled:
 
 
 def compile_filter(text: str | None) -> Compiled:
-    from .. import filters
-    from ..sql import where
+    from mliplake import filters
+    from mliplake.filters.sql import where
 
     if text is None or not text.strip():
         return Compiled("TRUE", [], [])
@@ -406,7 +406,7 @@ def _now() -> str:
 
 def meta(request: Request, more: bool = False, returned: int | None = None, available: int | None = None,
          warnings: Iterable[str] = ()) -> dict[str, Any]:
-    from .. import __version__
+    from mliplake import __version__
 
     out: dict[str, Any] = {
         "query": {"representation": _representation(request)}, "api_version": API_VERSION,
@@ -451,7 +451,7 @@ def error_document(request: Request, status: int, title: str, detail: str,
 def _error_for(request: Request, exc: Exception) -> Response:
     from http import HTTPStatus
 
-    from ..filters import FilterError
+    from mliplake.filters import FilterError
 
     if isinstance(exc, OptimadeError):
         return error_document(request, exc.status, exc.title, exc.detail)
@@ -565,7 +565,7 @@ def _next_link(request: Request, page: Paging, rows: list[Row]) -> str:
 
 def list_structures(request: Request, filter: str | None, fields_text: str | None, sort: str | None,
                     page: Paging) -> dict[str, Any]:
-    from ..query import time_limit
+    from mliplake.query.engine import time_limit
 
     compiled = compile_filter(filter)
     fields, field_warnings = response_fields(fields_text)

@@ -35,18 +35,18 @@ def problem_response(request: Request, status: int, title: str, detail: str = ""
 
 def _library_errors() -> list[tuple[type[BaseException], int, str]]:
     """(exception class, status, title), most specific first."""
-    from ..access import AccessError
-    from ..accounts import AccountsError
-    from ..accounts import NotFound as AccountNotFound
-    from ..filters import FilterError
-    from ..ingest import DepositError
-    from ..lake import NotFound
-    from ..manifest import ManifestError
-    from ..query import SQLError
-    from ..sandbox import SandboxError
-    from ..training import SpecError
-    from ..units import UnitError
-    from ..uploads import UploadError
+    from mliplake.access import AccessError
+    from mliplake.accounts import AccountsError
+    from mliplake.accounts import NotFound as AccountNotFound
+    from mliplake.core.manifest import ManifestError
+    from mliplake.core.units import UnitError
+    from mliplake.filters import FilterError
+    from mliplake.ingest.deposit import DepositError
+    from mliplake.ingest.uploads import UploadError
+    from mliplake.lake import NotFound
+    from mliplake.ml.training_sets import SpecError
+    from mliplake.query.engine import SQLError
+    from mliplake.query.sandbox import SandboxError
 
     return [
         (AccessError, 403, "Forbidden"),

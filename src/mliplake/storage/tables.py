@@ -46,10 +46,10 @@ from urllib.parse import urlparse
 import duckdb
 import pyarrow as pa
 
-from ..access import Policy
-from ..schema import CONFIGURATIONS, QUARANTINE
-from ..settings import Settings
-from . import extensions
+from mliplake.access import Policy
+from mliplake.core.schema import CONFIGURATIONS, QUARANTINE
+from mliplake.settings import Settings
+from mliplake.storage import extensions
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -307,7 +307,7 @@ class TableStore:
         Serialised commits hold it shared (they never wait for each other); a merge holds it
         exclusively.  In DuckLake 1.5.5 a merge committed while a deposit that deleted rows was
         in flight could leave a snapshot in which some rows were counted twice (the stress test
-        of ``tests/test_concurrency.py`` with tiny compaction limits): a merge cannot bump
+        of ``tests/storage/test_concurrency.py`` with tiny compaction limits): a merge cannot bump
         ``heads`` (DuckLake refuses a transaction that both compacts and changes rows), so this
         lock does what ``heads`` does for other commits.  A file lock beside the SQLite catalog
         reaches every process of that catalog (a SQLite catalog has all its writers on one

@@ -35,8 +35,8 @@ class SessionBody(BaseModel):
 
 def install(app: Any) -> None:
     """Serve the portal at ``/`` and add the cookie session routes."""
-    from ..server.auth import COOKIE
-    from ..server.problems import Problem
+    from mliplake.server.auth import COOKIE
+    from mliplake.server.problems import Problem
 
     index = STATIC / "index.html"
 

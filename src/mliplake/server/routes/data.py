@@ -13,8 +13,8 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from ..auth import lake_for
-from ..problems import Problem
+from mliplake.server.auth import lake_for
+from mliplake.server.problems import Problem
 
 router = APIRouter(tags=["data"])
 
@@ -79,7 +79,7 @@ def datasets(request: Request) -> dict[str, Any]:
 
 @router.get("/datasets/{name}", summary="A dataset's card: metadata, numbers, quality score, versions")
 def dataset(request: Request, name: str) -> dict[str, Any]:
-    from ...catalogue import visible_cards
+    from mliplake.catalogue.cards import visible_cards
 
     lake = lake_for(request)
     con = lake.connection()
@@ -104,7 +104,7 @@ def summary(request: Request, filter: str = "", keys: str = "",
             bins: Annotated[int, Query(ge=1, le=200)] = 30) -> dict[str, Any]:
     from dataclasses import asdict
 
-    from ...stats import summarise
+    from mliplake.query.stats import summarise
 
     s = summarise(lake_for(request), filter or None, _split(keys), bins=bins)
     return {"data": jsonable(asdict(s))}
@@ -123,9 +123,9 @@ class SearchBody(BaseModel):
 
 def _search(request: Request, filter: str, ids: list[str] | None, columns: list[str] | None, limit: int,
             cursor: str | None) -> dict[str, Any]:
-    from ... import filters
-    from ...query import DEFAULT_COLUMNS, time_limit
-    from ...sql import where
+    from mliplake import filters
+    from mliplake.filters.sql import where
+    from mliplake.query.engine import DEFAULT_COLUMNS, time_limit
 
     lake = lake_for(request)
     limit = page_limit(request, limit)
@@ -185,7 +185,7 @@ def count(request: Request, filter: str = "") -> dict[str, Any]:
 
 @router.get("/configurations/{config_id}", summary="One configuration as JSON, extxyz, CIF or POSCAR")
 def configuration(request: Request, config_id: str, format: str = "json", dataset: str | None = None) -> Any:
-    from ...atoms import STRUCTURE_FORMATS, structure_text, table_to_atoms
+    from mliplake.query.atoms import STRUCTURE_FORMATS, structure_text, table_to_atoms
 
     lake = lake_for(request)
     q = "SELECT * FROM configurations WHERE config_id = ?" + (" AND dataset = ?" if dataset else "")
@@ -226,8 +226,8 @@ class ExportBody(BaseModel):
 
 def _export(request: Request, filter: str, format: str, ids: list[str] | None, version: int | None, skip: int,
             original_keys: bool) -> StreamingResponse:
-    from ... import filters
-    from ...export import stream
+    from mliplake import filters
+    from mliplake.query.export import stream
 
     if format not in EXPORT_MEDIA:
         raise Problem(400, "Bad format", f"format {format!r}: {', '.join(EXPORT_MEDIA)}")
@@ -253,9 +253,9 @@ def _export(request: Request, filter: str, format: str, ids: list[str] | None, v
 
 
 def _count_at(lake: Any, filter: str, ids: list[str] | None, version: int) -> int:
-    from ... import filters
-    from ...query import configurations_select
-    from ...sql import where
+    from mliplake import filters
+    from mliplake.filters.sql import where
+    from mliplake.query.engine import configurations_select
 
     clause, params = where(filters.parse(filter or None))
     con = lake.connection()
@@ -297,7 +297,7 @@ def sql(request: Request, body: SQLBody) -> dict[str, Any]:
 @router.get("/catalogue", summary="Find datasets by words, elements (all, any, only) and licence, with facets")
 def catalogue(request: Request, q: str = "", elements: str = "", mode: str = "all", license: str | None = None,
               sort: str = "relevance") -> dict[str, Any]:
-    from ...catalog_search import search
+    from mliplake.catalogue.search import search
 
     if mode not in ("all", "any", "only"):
         raise Problem(400, "Bad mode", f"mode {mode!r}: all, any or only")
@@ -318,7 +318,7 @@ def deposit_record(request: Request, deposit_id: str) -> dict[str, Any]:
     rec = lake_for(request).record(deposit_id)
     if not lake_for(request).principal.sees_everything and rec.get("manifest"):
         lake = lake_for(request)
-        from ...access import may_manage
+        from mliplake.access import may_manage
 
         if not may_manage(lake.policy(rec["dataset"]), lake.principal):
             rec = dict(rec, manifest={k: v for k, v in rec["manifest"].items() if k not in ("submitter", "owner")})
@@ -369,7 +369,7 @@ class VisibilityBody(BaseModel):
 
 @router.put("/datasets/{name}/visibility", summary="Change who may see a dataset (owner, curator, admin)")
 def set_visibility(request: Request, name: str, body: VisibilityBody) -> dict[str, Any]:
-    from ..auth import require_write
+    from mliplake.server.auth import require_write
 
     require_write(request)
     policy = lake_for(request).set_visibility(name, body.visibility, body.groups, body.embargo_until)
@@ -383,7 +383,7 @@ class RetractBody(BaseModel):
 
 @router.post("/deposits/{deposit_id}/retract", summary="Retract a deposit (owner, curator, admin)")
 def retract_deposit(request: Request, deposit_id: str, body: RetractBody) -> dict[str, Any]:
-    from ..auth import require_write
+    from mliplake.server.auth import require_write
 
     require_write(request)
     return {"data": {"retracted": lake_for(request).retract(deposit_id=deposit_id, reason=body.reason,
@@ -392,7 +392,7 @@ def retract_deposit(request: Request, deposit_id: str, body: RetractBody) -> dic
 
 @router.post("/datasets/{name}/retract", summary="Retract every deposit of a dataset")
 def retract_dataset(request: Request, name: str, body: Annotated[RetractBody, Body()]) -> dict[str, Any]:
-    from ..auth import require_write
+    from mliplake.server.auth import require_write
 
     require_write(request)
     return {"data": {"retracted": lake_for(request).retract(dataset=name, reason=body.reason, purge=body.purge)}}

@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
-from ...uploads import UploadError, describe, metadata_header
-from ..auth import require_write
-from ..problems import Problem
+from mliplake.ingest.uploads import UploadError, describe, metadata_header
+from mliplake.server.auth import require_write
+from mliplake.server.problems import Problem
 
 router = APIRouter(tags=["deposits"])
 TUS_VERSION = "1.0.0"
@@ -157,7 +157,7 @@ class DepositBody(BaseModel):
 
 @router.post("/deposits", status_code=202, summary="Deposit finished uploads with a manifest; poll its status")
 def create_deposit(request: Request, body: DepositBody, response: Response) -> dict[str, Any]:
-    from ... import intake
+    from mliplake.ingest import intake
 
     c = _depositor(request)
     state = request.app.state
@@ -172,7 +172,7 @@ def create_deposit(request: Request, body: DepositBody, response: Response) -> d
 
 @router.get("/intake/{name}", summary="Status of an HTTP deposit: received, staged, ingesting, stored, ...")
 def deposit_status(request: Request, name: str) -> dict[str, Any]:
-    from ... import intake
+    from mliplake.ingest import intake
 
     c = _require_owner(request, name)
     out = intake.status(request.app.state.lake, name)
@@ -181,8 +181,8 @@ def deposit_status(request: Request, name: str) -> dict[str, Any]:
 
 
 def _require_owner(request: Request, name: str) -> Any:
-    from ... import intake
-    from ..auth import require_user
+    from mliplake.ingest import intake
+    from mliplake.server.auth import require_user
 
     c = require_user(request)
     owner = intake.owner_of(request.app.state.lake, name)

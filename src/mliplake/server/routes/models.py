@@ -11,9 +11,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from ..auth import lake_for
-from ..problems import Problem
-from .data import jsonable, rows
+from mliplake.server.auth import lake_for
+from mliplake.server.problems import Problem
+from mliplake.server.routes.data import jsonable, rows
 
 router = APIRouter(tags=["models"])
 LEADERBOARD_SORT = ("energy_mae", "energy_rmse", "forces_mae", "forces_rmse", "stress_mae", "parameters",
@@ -21,7 +21,7 @@ LEADERBOARD_SORT = ("energy_mae", "energy_rmse", "forces_mae", "forces_rmse", "s
 
 
 def _card(request: Request, mid: str) -> dict[str, Any]:
-    from ... import ml
+    from mliplake.ml import models as ml
 
     try:
         return ml.card(lake_for(request), mid)
@@ -31,7 +31,7 @@ def _card(request: Request, mid: str) -> dict[str, Any]:
 
 @router.get("/models", summary="Model cards the caller may see, newest first")
 def models(request: Request) -> dict[str, Any]:
-    from ... import ml
+    from mliplake.ml import models as ml
 
     return {"data": jsonable(ml.models(lake_for(request)))}
 
@@ -56,7 +56,7 @@ def model(request: Request, mid: str) -> dict[str, Any]:
 
 @router.get("/models/{mid}/lineage", summary="From a model to its training set and the exact config_ids")
 def lineage(request: Request, mid: str) -> dict[str, Any]:
-    from ... import ml
+    from mliplake.ml import models as ml
 
     _card(request, mid)
     return {"data": jsonable(ml.lineage(lake_for(request), mid))}
@@ -64,7 +64,7 @@ def lineage(request: Request, mid: str) -> dict[str, Any]:
 
 @router.get("/models/{mid}/file", summary="Download the model file (MACE)")
 def model_file(request: Request, mid: str) -> FileResponse:
-    from ... import ml
+    from mliplake.ml import models as ml
 
     card = _card(request, mid)
     path = ml.model_path(lake_for(request), card["model_id"])
@@ -111,7 +111,7 @@ class _Calculators:
         self.size, self._cache, self._lock = size, OrderedDict(), threading.Lock()
 
     def get(self, lake: Any, mid: str) -> Any:
-        from ... import ml
+        from mliplake.ml import models as ml
 
         with self._lock:
             if mid in self._cache:
@@ -132,7 +132,7 @@ _PREDICT_LOCK = threading.Lock()  # one model evaluation at a time: torch alread
 def predict(request: Request, body: PredictBody) -> dict[str, Any]:
     import numpy as np
 
-    from ...atoms import read_structure
+    from mliplake.query.atoms import read_structure
 
     card = _card(request, body.model)
     try:

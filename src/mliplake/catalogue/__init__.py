@@ -1,0 +1,1 @@
+"""Catalogue: dataset cards, their quality score, and dataset search."""

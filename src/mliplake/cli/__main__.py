@@ -1,0 +1,4 @@
+"""``python -m mliplake.cli``: the command line, as the ``mliplake`` script runs it."""
+from mliplake.cli import main
+
+main()

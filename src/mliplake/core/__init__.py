@@ -1,0 +1,1 @@
+"""Core: the data model and its pure rules (schema, units, chemistry, hashing, manifests). No I/O, no other layer."""
