@@ -16,6 +16,7 @@ through a query session (query.session) whose views only show what the lake's pr
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -33,7 +34,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from mliplake.access import LOCAL_OWNER, AccessError, Principal, Scope, may_manage, visible_datasets
 from mliplake.settings import DEFAULT_LAKE, Settings, get_settings
-from mliplake.storage.tables import TableStore
+from mliplake.storage.tables import TableStore, open_store
 
 # per TableStore: (the access inputs of a snapshot, {(principal, day): Scope})
 _SCOPES: weakref.WeakKeyDictionary[TableStore, tuple[Any, dict[Any, Scope]]] = weakref.WeakKeyDictionary()
@@ -84,14 +85,23 @@ class Lake:
         if "://" not in url:
             url = str(Path(url).expanduser().resolve())
         self.url = url
-        opts = _storage_options(url, self.settings) | storage_options
-        self.fs, self.root = fsspec.core.url_to_fs(url, **opts)
-        self.root = self.root.rstrip("/")
-        self.local = isinstance(self.fs, LocalFileSystem)
-        if self.local:
-            self.fs.makedirs(self.root, exist_ok=True)
+        self._fs_options = _storage_options(url, self.settings) | storage_options
+        if url.startswith("s3://"):
+            # the filesystem (s3fs, botocore: a quarter of a second of imports) is made when a file
+            # is first read or written; queries go through DuckDB and never need it
+            self.root, self.local = url[len("s3://"):].rstrip("/"), False
+        else:
+            fs, root = fsspec.core.url_to_fs(url, **self._fs_options)
+            self.__dict__["fs"] = fs
+            self.root, self.local = root.rstrip("/"), isinstance(fs, LocalFileSystem)
+            if self.local:
+                fs.makedirs(self.root, exist_ok=True)
         self.principal = principal or LOCAL_OWNER
-        self.tables = TableStore(self.url, self.root, self.local, self.settings)
+        self.tables = open_store(self.url, self.root, self.local, self.settings)
+
+    @functools.cached_property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        return fsspec.core.url_to_fs(self.url, **self._fs_options)[0]
 
     def __repr__(self) -> str:
         return f"Lake({self.url!r})" if self.principal is LOCAL_OWNER else f"Lake({self.url!r}, as {self.principal.name or self.principal.kind})"
@@ -117,6 +127,8 @@ class Lake:
 
     def uri(self, path: str) -> str:
         """A full URL for a path inside the lake (for DuckDB and for people)."""
+        if self.url.startswith("s3://"):
+            return f"s3://{path}"
         proto = self.fs.protocol[0] if isinstance(self.fs.protocol, tuple) else self.fs.protocol
         return path if self.local else f"{proto}://{path}"
 

@@ -328,9 +328,15 @@ def _search(con: duckdb.DuckDBPyConnection, node: Any, columns: list[str] | None
     deposits = sorted({k[0] for k in keys})
     frames = [k[1] for k in keys if k[1] is not None]
     in_range = f" AND frame_index BETWEEN {min(frames)} AND {max(frames)}" if len(frames) == len(keys) else ""
-    sql = (f"SELECT {select} FROM configurations WHERE deposit_id IN ({', '.join('?' * len(deposits))}){in_range} "
-           f"AND config_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY {LAKE_ORDER}")
-    return con.sql(sql, params=[*deposits, [k[2] for k in keys]]).to_arrow_table()
+    # literals, not parameters (see filters.sql.literal): the lake's own ids, read just above
+    ids = "[" + ", ".join(_text(k[2]) for k in keys) + "]"
+    sql = (f"SELECT {select} FROM configurations WHERE deposit_id IN ({', '.join(map(_text, deposits))}){in_range} "
+           f"AND config_id IN (SELECT unnest({ids}::VARCHAR[])) ORDER BY {LAKE_ORDER}")
+    return con.sql(sql).to_arrow_table()
+
+
+def _text(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
 
 
 def count(lake: Lake, filter: str | None) -> int:

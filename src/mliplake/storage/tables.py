@@ -36,6 +36,7 @@ import random
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -116,6 +117,7 @@ class TableStore:
         self._access: tuple[int, list[str], dict[str, Policy]] | None = None  # (snapshot, names, policies)
         self._tables_seen: set[str] = set(TABLES)
         self._tables_missing: dict[str, float] = {}
+        self._catalog_file: tuple[int, int] | None = None  # (device, inode) of a SQLite catalog when attached
 
     # ------------------------------------------------------------ connecting
 
@@ -160,7 +162,8 @@ class TableStore:
 
     def _new_connection(self) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(":memory:", config={"threads": str(min(os.cpu_count() or 1, 8))})
-        con.execute("SET parquet_metadata_cache = true")  # data files never change once written
+        # data files never change once written; GLOBAL, so the cursors queries run on inherit it
+        con.execute("SET GLOBAL parquet_metadata_cache = true")
         try:
             self._attach(con)
         except BaseException:
@@ -186,7 +189,26 @@ class TableStore:
         with self._lock:
             if self._base is None:
                 self._base = self.connect()
+                self._catalog_file = self._catalog_identity()
             return self._base
+
+    def _catalog_identity(self) -> tuple[int, int] | None:
+        kind, _, target = self.catalog.partition(":")
+        if kind != "sqlite":
+            return None
+        try:
+            st = os.stat(target)
+        except FileNotFoundError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def still_current(self) -> bool:
+        """Whether the catalog this store attached is still the one at its path (a lake folder
+        deleted and made again holds a new catalog, which a cached instance would not see)."""
+        with self._lock:
+            if self._base is None:
+                return True
+        return self._catalog_identity() == self._catalog_file
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         return self.base().cursor()
@@ -260,8 +282,10 @@ class TableStore:
         checked = self._tables_missing.get(name)
         if cur is None and checked is not None and time.monotonic() - checked < TABLE_CHECK_SECONDS:
             return False
+        # a literal, not a parameter: DuckDB's first parameterised statement imports pandas (~0.3 s
+        # of a new process's first query); names come from the library, never from a request
         found = bool((cur or self.cursor()).execute(
-            "SELECT 1 FROM duckdb_tables() WHERE database_name = 'lake' AND table_name = ?", [name]).fetchone())
+            f"SELECT 1 FROM duckdb_tables() WHERE database_name = 'lake' AND table_name = {_q(name)}").fetchone())
         if found:
             self._tables_seen.add(name)
             self._tables_missing.pop(name, None)
@@ -498,6 +522,31 @@ class TableStore:
         cur.execute(f"CALL ducklake_delete_orphaned_files('lake', older_than => now() - INTERVAL {_q(retention)})")
         after = cur.execute("SELECT count(*) FROM ducklake_list_files('lake', 'configurations')").fetchone()[0]
         return {"files_before": before, "files_after": after, "retention": retention}
+
+
+_STORES: OrderedDict[tuple[int, str, str], TableStore] = OrderedDict()
+_STORES_LOCK = threading.Lock()
+_STORES_KEPT = 8
+
+
+def open_store(url: str, root: str, local: bool, settings: Settings) -> TableStore:
+    """The process's store for a lake: every ``Lake`` of one URL and settings shares one DuckDB
+    instance (extensions loaded, catalog attached, views made once), so opening a lake again
+    costs microseconds instead of a connection. Keyed by process too: a DuckDB instance must
+    not cross a fork. The least recently opened beyond a few are dropped from the cache (their
+    instance closes when the last ``Lake`` using it goes)."""
+    key = (os.getpid(), url, settings.model_dump_json())
+    with _STORES_LOCK:
+        store = _STORES.get(key)
+        if store is not None and store.still_current():
+            _STORES.move_to_end(key)
+            store._tables_missing.clear()  # another process may have made a table since
+            return store
+        store = TableStore(url, root, local, settings)
+        _STORES[key] = store
+        while len(_STORES) > _STORES_KEPT:
+            _STORES.popitem(last=False)
+        return store
 
 
 def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
