@@ -21,7 +21,9 @@ from typing import Any
 
 import httpx
 
-CHUNK = 8 << 20  # bytes per upload request
+CHUNK = 64 << 20  # bytes per upload request (fewer requests: each one costs a round trip and a save)
+PIECE = 1 << 20  # a request's body is read from the file and sent this much at a time
+CHUNK_MIN = 1 << 20  # a server that refuses CHUNK (413) gets smaller requests, down to this
 
 
 class APIError(RuntimeError):
@@ -238,35 +240,41 @@ class Client:
         location = r.headers["location"]
         upload_id = location.rstrip("/").rsplit("/", 1)[1]
         bar = self._bar(size, "B", f"upload {path.name}")
-        offset = 0
+        offset = shown = 0  # shown: where the progress bar is (it moves as pieces are sent)
         failures = 0
+        chunk = CHUNK
+
+        def sent(k: int) -> None:
+            nonlocal shown
+            if bar is not None:
+                bar.update(k)
+            shown += k
+
         with open(path, "rb") as f:
             while offset < size:
-                f.seek(offset)
-                piece = f.read(CHUNK)
-                try:
-                    r = self.http.patch(location, content=piece, headers={
-                        "Tus-Resumable": "1.0.0", "Upload-Offset": str(offset),
+                n = min(chunk, size - offset)
+                try:  # the body streams from the file: no copy of the request in memory
+                    r = self.http.patch(location, content=_file_pieces(f, offset, n, sent), headers={
+                        "Tus-Resumable": "1.0.0", "Upload-Offset": str(offset), "Content-Length": str(n),
                         "Content-Type": "application/offset+octet-stream"})
                 except httpx.TransportError:
                     r = None
                 if r is not None and r.status_code == 204:
-                    new = int(r.headers["upload-offset"])
-                    if bar is not None:
-                        bar.update(new - offset)
-                    offset, failures = new, 0
+                    offset, failures = int(r.headers["upload-offset"]), 0
+                    sent(offset - shown)
                     continue
-                if r is not None and r.status_code not in (409, 423, 429, 503) and r.status_code < 500:
+                if r is not None and r.status_code == 413 and chunk > CHUNK_MIN:
+                    chunk = max(CHUNK_MIN, chunk // 4)  # the server takes less per request: send less
+                elif r is not None and r.status_code not in (409, 423, 429, 503) and r.status_code < 500:
                     raise APIError(r.status_code, _problem(r))
-                failures += 1
-                if failures > self.retries:
-                    raise ConnectionError(f"upload of {path.name} kept failing at byte {offset}")
-                time.sleep((_retry_after(r) if r is not None else 0) or _backoff(failures))
+                else:
+                    failures += 1
+                    if failures > self.retries:
+                        raise ConnectionError(f"upload of {path.name} kept failing at byte {offset}")
+                    time.sleep((_retry_after(r) if r is not None else 0) or _backoff(failures))
                 head = self.request("HEAD", location, headers={"Tus-Resumable": "1.0.0"})
-                new = int(head.headers["upload-offset"])  # what the server kept: go on from there
-                if bar is not None:
-                    bar.update(new - offset)
-                offset = new
+                offset = int(head.headers["upload-offset"])  # what the server kept: go on from there
+                sent(offset - shown)
         if bar is not None:
             bar.close()
         return upload_id
@@ -319,6 +327,19 @@ class Client:
 
         return tqdm(total=total, unit=unit, unit_scale=unit == "B", desc=desc, leave=False,
                     disable=None if self.progress is None else not self.progress)
+
+
+def _file_pieces(f: Any, offset: int, n: int, sent: Any) -> Iterator[bytes]:
+    """``n`` bytes of the open file ``f`` from ``offset``, ``PIECE`` bytes at a time; ``sent(k)``
+    after each piece is handed to the connection."""
+    f.seek(offset)
+    while n > 0:
+        piece = f.read(min(PIECE, n))
+        if not piece:
+            raise OSError(f"{f.name}: shorter than when the upload began")
+        n -= len(piece)
+        yield piece
+        sent(len(piece))
 
 
 def _backoff(attempt: int) -> float:

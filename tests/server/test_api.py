@@ -398,6 +398,24 @@ def test_a_big_upload_cut_at_half_resumes_with_the_server_memory_flat(world, tmp
                  headers={"Authorization": f"Bearer {world['tokens']['alice']}", "Tus-Resumable": "1.0.0"})
 
 
+def test_the_client_sends_less_per_request_to_a_server_that_takes_less(tmp_path):
+    """A server whose ``upload_chunk_max`` is below the client's request size answers 413 after
+    keeping what fit: the client goes on with smaller requests, and the file arrives whole."""
+    lake = mliplake.Lake(tmp_path / "lake")
+    acc = Accounts(accounts_url(lake.settings, lake))
+    acc.add_user("dora", roles=["depositor"], actor="test")
+    token = acc.create_token("dora", scope="write", actor="test")[1]
+    acc.close()
+    data = os.urandom(5 << 20)
+    (tmp_path / "f.bin").write_bytes(data)
+    proc, url = start_api(tmp_path / "lake", {"MLIPLAKE_UPLOAD_CHUNK_MAX": str(2 << 20)})
+    try:
+        upload_id = Client(url, token=token, progress=False).upload(tmp_path / "f.bin")
+    finally:
+        stop(proc)
+    assert (tmp_path / "lake" / "state" / "uploads" / upload_id / "data").read_bytes() == data
+
+
 def test_every_client_method_against_the_server(world, tmp_path):
     alice, anon = client(world, "alice"), client(world)
     assert alice.me()["name"] == "alice" and anon.me()["kind"] == "anonymous"

@@ -22,7 +22,7 @@ import tarfile
 import time
 import uuid
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -122,31 +122,37 @@ class UploadStore:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    def append(self, upload_id: str, owner: str, offset: int, chunks: Iterable[bytes]) -> Upload:
-        """Write ``chunks`` at ``offset`` (which must be the upload's current offset)."""
+    def append(self, upload_id: str, owner: str, offset: int, chunks: Iterable[bytes | Sequence[bytes]]) -> Upload:
+        """Write ``chunks`` at ``offset`` (which must be the upload's current offset).
+
+        A chunk is bytes or a list of bytes (written with one ``writev``).  The offset saved
+        counts only the bytes written to the file: a chunk that would go past the declared length
+        or the per-request limit is refused whole, and what came before it is kept."""
         up = self.get(upload_id, owner)
         with self._locked(upload_id):
             up = self.get(upload_id, owner)  # the offset as it is now, under the lock
             if offset != up.offset:
                 raise UploadError(f"Upload-Offset {offset} does not match the upload's offset {up.offset}", 409)
             written = 0
-            with open(self.path(up), "r+b") as f:
-                f.seek(up.offset)
+            fd = os.open(self.path(up), os.O_WRONLY)
+            try:
+                for chunk in chunks:
+                    pieces = [chunk] if isinstance(chunk, (bytes, bytearray, memoryview)) else list(chunk)
+                    n = sum(len(p) for p in pieces)
+                    if up.offset + written + n > up.length:
+                        raise UploadError(f"more bytes than the declared Upload-Length {up.length}", 413)
+                    if written + n > self.chunk_max:
+                        raise UploadError(f"one request may carry at most {self.chunk_max} bytes", 413)
+                    _pwrite_all(fd, pieces, up.offset + written)
+                    written += n
+            finally:
+                # what arrived before a broken connection is kept: the client resumes from here
                 try:
-                    for chunk in chunks:
-                        written += len(chunk)
-                        if up.offset + written > up.length:
-                            raise UploadError(f"more bytes than the declared Upload-Length {up.length}", 413)
-                        if written > self.chunk_max:
-                            raise UploadError(f"one request may carry at most {self.chunk_max} bytes", 413)
-                        f.write(chunk)
+                    up.offset += written
+                    os.ftruncate(fd, up.offset)
                 finally:
-                    # what arrived before a broken connection is kept: the client resumes from here
-                    f.flush()
-                    good = min(up.offset + written, up.length)
-                    f.truncate(good)
-                    up.offset = good
-                    self._save(up)
+                    os.close(fd)
+                self._save(up)
         return up
 
     def delete(self, upload_id: str, owner: str) -> None:
@@ -171,6 +177,26 @@ class UploadStore:
                 shutil.rmtree(d, ignore_errors=True)
                 gone += 1
         return gone
+
+
+_IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024)  # pieces per pwritev
+
+
+def _pwrite_all(fd: int, pieces: list[Any], at: int) -> None:
+    """Write ``pieces`` at file position ``at``, one ``pwritev`` per at most IOV_MAX pieces (short writes resumed)."""
+    while pieces:
+        batch, pieces = pieces[:_IOV_MAX], pieces[_IOV_MAX:]
+        views = [memoryview(p) for p in batch if len(p)]
+        while views:
+            n = os.pwritev(fd, views, at)
+            if n <= 0:
+                raise OSError(f"pwritev wrote {n} bytes")
+            at += n
+            while views and n >= len(views[0]):
+                n -= len(views[0])
+                views.pop(0)
+            if n:
+                views[0] = views[0][n:]
 
 
 # ------------------------------------------------------------------ archives
