@@ -117,6 +117,7 @@ class TableStore:
         self._access: tuple[int, list[str], dict[str, Policy]] | None = None  # (snapshot, names, policies)
         self._tables_seen: set[str] = set(TABLES)
         self._tables_missing: dict[str, float] = {}
+        self._recheck_missing = False  # set when a new Lake takes this store: another process may have made one
         self._catalog_file: tuple[int, int] | None = None  # (device, inode) of a SQLite catalog when attached
 
     # ------------------------------------------------------------ connecting
@@ -280,6 +281,11 @@ class TableStore:
         if name in self._tables_seen and cur is None:
             return True
         checked = self._tables_missing.get(name)
+        if cur is None and checked is not None and self._recheck_missing:
+            self._list_tables()  # a new Lake on this store: one listing answers for every table
+            checked = self._tables_missing.get(name)
+            if checked is None:
+                return True
         if cur is None and checked is not None and time.monotonic() - checked < TABLE_CHECK_SECONDS:
             return False
         # a literal, not a parameter: DuckDB's first parameterised statement imports pandas (~0.3 s
@@ -292,6 +298,18 @@ class TableStore:
         else:
             self._tables_missing[name] = time.monotonic()
         return found
+
+    def _list_tables(self) -> None:
+        have = {r[0] for r in self.cursor().execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'lake'").fetchall()}
+        now = time.monotonic()
+        for name in list(self._tables_missing):
+            if name in have:
+                self._tables_seen.add(name)
+                del self._tables_missing[name]
+            else:
+                self._tables_missing[name] = now
+        self._recheck_missing = False
 
     def ensure_table(self, name: str, schema: pa.Schema) -> None:
         """A table that a later layer keeps (the catalogue, models, ...), created on first use."""
@@ -540,7 +558,7 @@ def open_store(url: str, root: str, local: bool, settings: Settings) -> TableSto
         store = _STORES.get(key)
         if store is not None and store.still_current():
             _STORES.move_to_end(key)
-            store._tables_missing.clear()  # another process may have made a table since
+            store._recheck_missing = True  # another process may have made a table since
             return store
         store = TableStore(url, root, local, settings)
         _STORES[key] = store
