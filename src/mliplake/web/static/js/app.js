@@ -24,6 +24,7 @@ export function parseHash(hash = location.hash) {
 }
 
 let current = 0;
+let who = Promise.resolve();
 async function navigate() {
   const token = ++current;
   const { name, args, query } = parseHash();
@@ -52,6 +53,7 @@ async function navigate() {
     console.warn(err);
     view.append(errorBox(err, "This page could not be shown"));
   }
+  await who; // the header's signed-in user, asked for alongside the page's own requests
   if (token === current) {
     view.dataset.ready = "1";
     const h1 = view.querySelector("h1");
@@ -97,7 +99,9 @@ function start() {
     document.getElementById("nav").classList.toggle("open", open);
   });
   window.addEventListener("hashchange", () => { focusOnNav = true; navigate(); });
-  refreshWho().then(navigate);
+  // the user and the first page at once: a page that needs the user awaits me(), the same request
+  who = refreshWho().catch((err) => console.warn(err));
+  navigate();
 }
 
 start();

@@ -102,15 +102,34 @@ export function table(columns, rows, { caption, sortKey, descending, onSort, row
     } else th.textContent = c.label;
     return th;
   }));
-  const body = rows.length
+  return h("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": caption || "table" },
+    h("table", { class: className || null }, caption ? h("caption", { text: caption }) : null,
+      h("thead", {}, head), h("tbody", {}, bodyRows(columns, rows, rowKey, empty))));
+}
+
+function bodyRows(columns, rows, rowKey, empty) {
+  return rows.length
     ? rows.map((r) => h("tr", { "data-key": rowKey ? rowKey(r) : null }, columns.map((c) => {
         const v = c.render ? c.render(r) : fmt(r[c.key]);
         return h(c.header ? "th" : "td", { class: c.num ? "num" : null, scope: c.header ? "row" : null }, v);
       })))
     : [h("tr", {}, h("td", { colspan: columns.length, class: "empty", text: empty || "Nothing to show." }))];
-  return h("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": caption || "table" },
-    h("table", { class: className || null }, caption ? h("caption", { text: caption }) : null,
-      h("thead", {}, head), h("tbody", {}, body)));
+}
+
+// Redraw a sortable table made by table() in a new order: what table() would draw, but its header
+// stays (only the sort marks change), so the heading just pressed keeps the focus, and only the rows
+// are new.
+export function resort(wrap, columns, rows, { caption, sortKey, descending, rowKey, empty } = {}) {
+  const t = wrap.querySelector("table");
+  if (caption) { t.caption.textContent = caption; wrap.setAttribute("aria-label", caption); }
+  for (const th of t.tHead.rows[0].cells) {
+    const b = th.querySelector("button.sort");
+    if (!b) continue;
+    const active = b.dataset.sort === sortKey;
+    th.setAttribute("aria-sort", active ? (descending ? "descending" : "ascending") : "none");
+    b.querySelector(".arrow").textContent = active ? (descending ? " ▼" : " ▲") : "";
+  }
+  t.tBodies[0].replaceChildren(...bodyRows(columns, rows, rowKey, empty));
 }
 
 export function section(title, ...children) {

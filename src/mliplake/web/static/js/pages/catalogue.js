@@ -93,6 +93,12 @@ export async function render(view, args, query) {
       }));
     if (state.sort === "quality") rows = [...rows].sort((a, b) => (b.quality_score ?? -1) - (a.quality_score ?? -1) || a.dataset.localeCompare(b.dataset));
     if (state.sort === "name") rows = [...rows].sort((a, b) => a.dataset.localeCompare(b.dataset));
+    drawPage(rows);
+  }
+
+  // one page of the rows: paging redraws the table and the pager only (the periodic table and the
+  // facets stay as they are: the same search)
+  function drawPage(rows) {
     const total = rows.length, pages = Math.max(1, Math.ceil(total / PAGE));
     state.page = Math.min(state.page, pages - 1);
     const shown = rows.slice(state.page * PAGE, (state.page + 1) * PAGE);
@@ -112,9 +118,9 @@ export async function render(view, args, query) {
         h("a", { href: exportUrl(filterOf(d.dataset), "parquet"), download: "", "aria-label": `Download ${d.dataset} as Parquet`, text: "Parquet" })) },
     ];
     const pager = pages > 1 ? h("nav", { class: "pager", "aria-label": "Catalogue pages" },
-      h("button", { type: "button", disabled: state.page === 0, onclick: () => { state.page--; draw(); }, text: "Previous" }),
+      h("button", { type: "button", disabled: state.page === 0, onclick: () => { state.page--; drawPage(rows); }, text: "Previous" }),
       h("span", { text: ` Page ${state.page + 1} of ${pages} ` }),
-      h("button", { type: "button", disabled: state.page >= pages - 1, onclick: () => { state.page++; draw(); }, text: "Next" })) : null;
+      h("button", { type: "button", disabled: state.page >= pages - 1, onclick: () => { state.page++; drawPage(rows); }, text: "Next" })) : null;
     results.replaceChildren(h("p", { class: "count", id: "cat-count", text: `${fmt(total)} dataset${total === 1 ? "" : "s"}` }),
       table(cols, shown, { caption: "Datasets", rowKey: (d) => d.dataset, empty: "No dataset matches." }), pager || "");
     announce(`${total} datasets`);

@@ -9,16 +9,25 @@ const UNITS = { energy_per_atom: "eV", energy: "eV", max_force: "eV/Å", volume:
 const DEFAULT_KEYS = ["energy_per_atom", "max_force", "nsites"];
 
 export async function render(view, [name]) {
+  const filter = filterOf(name);
+  // Every request of the page needs only the dataset's name: all of them at once, not one after the
+  // card (the server answers each through the caller's scope: a dataset one may not see is empty there).
+  const dsP = get(`datasets/${encodeURIComponent(name)}`);
+  const summaryP = get("summary", { filter, keys: DEFAULT_KEYS.join(","), bins: 30 }).then((r) => r.data);
+  const keysP = datasetKeys(name);
+  const samplesP = get("search", { filter, limit: 8, columns: "id,dataset,chemical_formula_reduced,nsites,energy_per_atom,max_force" });
+  const countP = get("count", { filter });
+  const userP = me();
+  for (const p of [summaryP, keysP, samplesP, countP]) p.catch(() => {}); // handled where drawn (or not drawn: no dataset)
   let ds;
   try {
-    ds = (await get(`datasets/${encodeURIComponent(name)}`)).data;
+    ds = (await dsP).data;
   } catch (err) {
     view.append(h("h1", { text: "Dataset not found" }), err instanceof ApiError && err.status === 404
       ? h("p", { class: "error", role: "alert", text: "There is no such dataset, or you may not see it." }) : errorBox(err));
     return;
   }
   const card = ds.card || {};
-  const filter = filterOf(name);
   document.title = `${name} · mliplake`;
   view.append(
     h("p", { class: "crumbs" }, h("a", { href: "#/catalogue", text: "Catalogue" }), " › ", name),
@@ -55,16 +64,16 @@ export async function render(view, [name]) {
   const extra = h("input", { type: "text", id: "subset-filter", class: "mono", placeholder: "nsites < 40", "aria-describedby": "subset-help" });
   const subsetLinks = h("div", { class: "row" });
   const subsetCount = h("span", { class: "muted", "aria-live": "polite" });
-  const drawSubset = async () => {
+  const drawSubset = async (first) => {
     const f = extra.value.trim() ? `${filter} AND (${extra.value.trim()})` : filter;
     subsetLinks.replaceChildren(
       h("a", { class: "button secondary", id: "subset-extxyz", href: exportUrl(f, "extxyz"), download: "", text: "Subset as extxyz" }),
       h("a", { class: "button secondary", href: exportUrl(f, "parquet"), download: "", text: "Subset as Parquet" }),
       h("a", { href: withQuery("#/search", { filter: f }), text: "Open in Search" }), subsetCount);
-    try { subsetCount.textContent = `${fmt((await get("count", { filter: f })).data.count)} configurations`; }
+    try { subsetCount.textContent = `${fmt((await (first || get("count", { filter: f }))).data.count)} configurations`; }
     catch (err) { subsetCount.textContent = err.problem && err.problem.detail ? err.problem.detail.split("\n")[0] : String(err); }
   };
-  extra.addEventListener("change", drawSubset);
+  extra.addEventListener("change", () => drawSubset());
   grid.append(section("Download",
     h("div", { class: "row" },
       h("a", { class: "button", id: "dl-all-extxyz", href: exportUrl(filter, "extxyz"), download: "", text: "All as extxyz" }),
@@ -72,7 +81,7 @@ export async function render(view, [name]) {
     h("div", { class: "field" }, h("label", { for: "subset-filter", text: "Only configurations where" }), extra,
       h("span", { id: "subset-help", class: "hint", text: "A filter, e.g. nsites < 40 or info.config_type = \"md\"; press Enter." })),
     subsetLinks));
-  drawSubset();
+  drawSubset(countP);
 
   // ---- elements, histograms, keys, samples: in parallel
   const elBox = section("Elements", h("p", { class: "loading", text: "Loading…" }));
@@ -99,10 +108,6 @@ export async function render(view, [name]) {
       announce(`Histogram of ${key} added`);
     } catch (err) { into.append(errorBox(err, key)); }
   }
-
-  const summaryP = get("summary", { filter, keys: DEFAULT_KEYS.join(","), bins: 30 }).then((r) => r.data);
-  const keysP = datasetKeys(name);
-  const samplesP = get("search", { filter, limit: 8, columns: "id,dataset,chemical_formula_reduced,nsites,energy_per_atom,max_force" });
 
   const jobs = [
     summaryP.then((s) => {
@@ -146,7 +151,7 @@ export async function render(view, [name]) {
     { key: "quarantined", label: "Quarantined", num: true }, { key: "files", label: "Files", num: true }],
   deposits, { caption: "Each deposit is a version of the dataset", empty: "No deposits." })));
 
-  const user = await me();
+  const user = await userP;
   const manages = user.kind !== "anonymous" && (user.name === ds.owner || (user.roles || []).some((r) => r === "admin" || r === "curator"));
   if (manages) view.append(await ownerPanel(name, ds, deposits));
   await Promise.all(jobs);

@@ -1,7 +1,7 @@
 // The leaderboard (sortable by any metric) and model cards (training set down to the exact rows,
 // hyperparameters, benchmark results, per-element force errors on a periodic table, lineage).
 import { get, request, API, ApiError } from "../api.js";
-import { h, fmt, table, errorBox, route, section, dl, withQuery, announce } from "../ui.js";
+import { h, fmt, table, resort, errorBox, route, section, dl, withQuery, announce } from "../ui.js";
 import { periodicTable } from "../ptable.js";
 import { lines } from "../plots.js";
 
@@ -38,6 +38,7 @@ export async function leaderboard(view, args, query) {
   let benchmarksKnown = false;
 
   let fetched = null; // the rows of the chosen benchmark: a new sort order needs no new request
+  let drawn = null; // the table on the page and how many rows it shows: a new order redraws its rows only
   async function load(refocus = false, refetch = true) {
     history.replaceState(null, "", withQuery("#/leaderboard", { sort: state.sort === "forces_mae" ? "" : state.sort,
       descending: state.descending ? "true" : "", benchmark: state.benchmark }));
@@ -78,14 +79,21 @@ export async function leaderboard(view, args, query) {
       { key: "created_at", label: "Created", render: (m) => String(m.created_at || "").slice(0, 10) },
     ];
     const rows = r.data.slice(0, shown).map((m, i) => ({ ...m, rank: i + 1 }));
-    body.replaceChildren(table(cols, rows, { caption: `Sorted by ${state.sort.replace(/_/g, " ")}, ${state.descending ? "highest" : "lowest"} first`,
+    const opts = { caption: `Sorted by ${state.sort.replace(/_/g, " ")}, ${state.descending ? "highest" : "lowest"} first`,
       sortKey: state.sort, descending: state.descending, onSort: sortBy, rowKey: (m) => `${m.model_id}/${m.benchmark}`,
-      empty: "No model has been benchmarked yet.", className: "leaderboard" }),
-    more(r.data.length, shown, () => { shown = r.data.length; load(false, false); }),
-    h("p", { class: "muted", text: "Energy errors in meV/atom, forces in meV/Å per component, stress in meV/Å³." }));
+      empty: "No model has been benchmarked yet.", className: "leaderboard" };
+    if (!refetch && drawn && drawn.shown === shown && body.contains(drawn.wrap)) {
+      resort(drawn.wrap, cols, rows, opts); // the same rows in a new order: the header (and its focus) stays
+    } else {
+      const wrap = table(cols, rows, opts);
+      drawn = { wrap, shown };
+      body.replaceChildren(wrap,
+        more(r.data.length, shown, () => { shown = r.data.length; load(false, false); }),
+        h("p", { class: "muted", text: "Energy errors in meV/atom, forces in meV/Å per component, stress in meV/Å³." }));
+      const btn = body.querySelector(`button[data-sort="${state.sort}"]`);
+      if (btn && refocus) btn.focus(); // the table was redrawn under the button just pressed
+    }
     announce(`Leaderboard sorted by ${state.sort.replace(/_/g, " ")}, ${state.descending ? "descending" : "ascending"}`);
-    const btn = body.querySelector(`button[data-sort="${state.sort}"]`);
-    if (btn && refocus) btn.focus(); // the table was redrawn under the button just pressed
   }
   await Promise.all([load(), registry]);
 }
