@@ -309,12 +309,16 @@ def _search(con: duckdb.DuckDBPyConnection, node: Any, columns: list[str] | None
             order: str | None) -> pa.Table:
     clause, params = where(node)
     cols = columns or DEFAULT_COLUMNS
-    known = set(con.sql("SELECT * FROM configurations LIMIT 0").columns)
+    empty = con.sql("SELECT * FROM configurations LIMIT 0")
+    known = dict(zip(empty.columns, map(str, empty.types)))
     bad = [c for c in [*cols, *([order] if order else [])] if c not in known]
     if bad:
         raise filters.FilterError(f"unknown column(s) {', '.join(bad)}; columns: {', '.join(sorted(known))}")
     select = ", ".join(_ident(c) for c in cols)
-    if order or limit is None or limit > TWO_STEP_MAX:
+    # narrow columns only (no lists, no JSON): reading them for every match costs less than a
+    # second pass over the files
+    narrow = all(_narrow(known[c]) for c in cols)
+    if order or limit is None or limit > TWO_STEP_MAX or narrow:
         sql = f"SELECT {select} FROM configurations WHERE {clause} ORDER BY {_ident(order) if order else LAKE_ORDER}"
         sql += f" LIMIT {int(limit)}" if limit is not None else ""
         return con.sql(sql, params=params).to_arrow_table()
@@ -333,6 +337,10 @@ def _search(con: duckdb.DuckDBPyConnection, node: Any, columns: list[str] | None
     sql = (f"SELECT {select} FROM configurations WHERE deposit_id IN ({', '.join(map(_text, deposits))}){in_range} "
            f"AND config_id IN (SELECT unnest({ids}::VARCHAR[])) ORDER BY {LAKE_ORDER}")
     return con.sql(sql).to_arrow_table()
+
+
+def _narrow(sql_type: str) -> bool:
+    return not any(w in sql_type for w in ("[]", "STRUCT", "MAP", "JSON", "BLOB"))
 
 
 def _text(s: str) -> str:
