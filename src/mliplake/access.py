@@ -177,6 +177,17 @@ class Scope:
             return f"{column} IN (SELECT dataset FROM {self.relation})"
         return f"{column} IN (" + ", ".join("'" + d.replace("'", "''") + "'" for d in self.datasets) + ")"
 
+    def sql_row_predicate(self, column: str = "dataset") -> str:
+        """The same restriction as :meth:`sql_predicate`, as a per-row test rather than a join:
+        DuckDB keeps the order rows are stored in only through plans without a join, and a
+        streamed export must come out in the same order every time (a resumed download skips
+        what it already has)."""
+        if self.datasets is None:
+            return "TRUE"
+        if not self.datasets:
+            return "FALSE"
+        return "list_contains([" + ", ".join("'" + d.replace("'", "''") + "'" for d in self.datasets) + f"], {column})"
+
     def sql_all_visible(self, column: str) -> str:
         """A SQL predicate: every dataset in the list ``column`` is visible (a model inherits the
         strictest visibility of the data it was trained on)."""

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from support import deposit_sample, sample_files
+from support import deposit_sample, sample_files, tiny_frames
 
 import mliplake
 from mliplake.cli import main
@@ -205,3 +205,24 @@ def test_limited_search_is_the_head_of_the_full_result(samples_lake, f, limit, c
     unlimited search either way."""
     full = samples_lake.search(f, columns=cols)
     assert samples_lake.search(f, columns=cols, limit=limit).equals(full.slice(0, limit))
+
+
+def test_an_export_comes_out_in_the_same_order_every_time(tmp_path):
+    """A streamed export has no ORDER BY (memory stays flat), so its order is the order rows are
+    stored in; a resumed download skips what it has, so that order must not change from one run to
+    the next, for a reader restricted to some datasets too (a semi-join in the plan shuffled rows
+    between DuckDB's threads once a scan had several row groups)."""
+    from mliplake.access import ANONYMOUS
+
+    lake = mliplake.Lake(tmp_path / "lake")
+    for k, name in enumerate(["open", "closed"]):
+        tiny_frames(tmp_path / f"{name}.xyz", "Si", 60_000 if name == "open" else 10, offset=k)
+        lake.deposit([tmp_path / f"{name}.xyz"], dataset=name)
+    lake.set_visibility("closed", "private")
+    anon = lake.as_principal(ANONYMOUS)
+    runs = []
+    for i in range(5):
+        anon.export(None, tmp_path / f"run{i}.parquet", format="parquet", progress=False)
+        runs.append((tmp_path / f"run{i}.parquet").read_bytes())
+    assert all(r == runs[0] for r in runs)
+    assert pq.read_table(tmp_path / "run0.parquet").num_rows == 60_000

@@ -36,7 +36,9 @@ def batches(lake: Lake, filter: str | None, order: str | None = "dataset, source
     clause, params = where(filters.parse(filter))
     cols = ", ".join(f'"{f.name}"' for f in CONFIGURATIONS)
     con = lake.connection()  # a cursor of its own: the registration below is this export's alone
-    source = "configurations" if version is None else f"({configurations_select(lake.scope().sql_predicate(), version)})"
+    # the view's rows, restricted row by row instead of by a semi-join, which would not keep the
+    # stored order (see Scope.sql_row_predicate)
+    source = f"({configurations_select(lake.scope().sql_row_predicate(), version)})"
     if dataset is not None:
         clause = f"({clause}) AND dataset = ?"
         params = [*params, dataset]
