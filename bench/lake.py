@@ -1048,10 +1048,10 @@ def render(res: dict[str, Any], builds: dict[str, Any], plan: dict[str, list[tup
                 f"After the as-built measurements, {count} more deposits into each lake from a new process "
                 "(like `mliplake deposit`), one commit each, every SQL statement the library runs timed; then the "
                 "lake is restored as built. The first deposit pays for the connection (extensions, ATTACH) and "
-                "cold caches; `next` is the median of the others. The lakes were built without compaction (one "
-                "data file per deposit), so the first deposit into each also compacts it, once (the deposit's "
-                "own compaction, `MLIPLAKE_COMPACT_FILES`: more than 100 small files of a table are merged; its "
-                "column below); the next ones deposit into a lake as compaction keeps it."]
+                "cold caches; `next` is the median of the others. The first deposit may also merge small files "
+                "(the deposit's own compaction, `MLIPLAKE_COMPACT_FILES`: more than 100 small files of a table "
+                "are merged; its column below: a lake built in bulk or by an older library holds many); the next "
+                "ones deposit into a lake as compaction keeps it."]
         if meta:
             out[-1] += (f" **Re-measured on {meta['date']} (git {meta['git']}) with `--probe-only`**: the deposit "
                         "tables of this section only; every other table is from the run described at the top "
