@@ -175,7 +175,10 @@ class Scope:
             return "FALSE"
         if self.relation:
             return f"{column} IN (SELECT dataset FROM {self.relation})"
-        return f"{column} IN (" + ", ".join("'" + d.replace("'", "''") + "'" for d in self.datasets) + ")"
+        return f"{column} IN ({self._quoted()})"
+
+    def _quoted(self) -> str:
+        return ", ".join("'" + d.replace("'", "''") + "'" for d in self.datasets or [])
 
     def sql_row_predicate(self, column: str = "dataset") -> str:
         """The same restriction as :meth:`sql_predicate`, as a per-row test rather than a join:
@@ -186,7 +189,7 @@ class Scope:
             return "TRUE"
         if not self.datasets:
             return "FALSE"
-        return "list_contains([" + ", ".join("'" + d.replace("'", "''") + "'" for d in self.datasets) + f"], {column})"
+        return f"list_contains([{self._quoted()}], {column})"
 
     def sql_all_visible(self, column: str) -> str:
         """A SQL predicate: every dataset in the list ``column`` is visible (a model inherits the

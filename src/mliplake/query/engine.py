@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from mliplake import filters
 from mliplake.core.schema import CONFIGURATIONS, LABELS
-from mliplake.filters.sql import where
+from mliplake.filters.sql import literal, where
 
 if TYPE_CHECKING:
     from mliplake.access import Scope
@@ -333,8 +333,8 @@ def _search(con: duckdb.DuckDBPyConnection, node: Any, columns: list[str] | None
     frames = [k[1] for k in keys if k[1] is not None]
     in_range = f" AND frame_index BETWEEN {min(frames)} AND {max(frames)}" if len(frames) == len(keys) else ""
     # literals, not parameters (see filters.sql.literal): the lake's own ids, read just above
-    ids = "[" + ", ".join(_text(k[2]) for k in keys) + "]"
-    sql = (f"SELECT {select} FROM configurations WHERE deposit_id IN ({', '.join(map(_text, deposits))}){in_range} "
+    ids = "[" + ", ".join(literal(k[2]) for k in keys) + "]"
+    sql = (f"SELECT {select} FROM configurations WHERE deposit_id IN ({', '.join(map(literal, deposits))}){in_range} "
            f"AND config_id IN (SELECT unnest({ids}::VARCHAR[])) ORDER BY {LAKE_ORDER}")
     return con.sql(sql).to_arrow_table()
 
@@ -343,8 +343,6 @@ def _narrow(sql_type: str) -> bool:
     return not any(w in sql_type for w in ("[]", "STRUCT", "MAP", "JSON", "BLOB"))
 
 
-def _text(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
 
 
 def count(lake: Lake, filter: str | None) -> int:
