@@ -45,6 +45,9 @@ def batches(lake: Lake, filter: str | None, order: str | None = "dataset, source
     if ids is not None:
         con.register("_selected_ids", pa.table({"config_id": pa.array(ids, pa.string())}))
         clause = f"({clause}) AND config_id IN (SELECT config_id FROM _selected_ids)"
+        # a semi-join does not keep the stored order; a selection is as small as the request that
+        # named it, so its rows are sorted instead (the same order every time: resumable)
+        order = order or "dataset, config_id"
     sql = f"SELECT {cols} FROM {source} WHERE {clause}" + (f" ORDER BY {order}" if order else "")
     if skip:
         sql += f" OFFSET {int(skip)}"
