@@ -135,8 +135,9 @@ class Lake:
     # ---------------------------------------------------------------- atomic writes
 
     @contextmanager
-    def atomic_open(self, path: str) -> Iterator[IO[bytes]]:
-        """A file that appears at ``path`` whole, or not at all."""
+    def atomic_open(self, path: str, durable: bool = True) -> Iterator[IO[bytes]]:
+        """A file that appears at ``path`` whole, or not at all (``durable``: and on disk before it
+        appears; a file that lives only until a commit copies it needs no fsync)."""
         parent = path.rsplit("/", 1)[0]
         self.fs.makedirs(parent, exist_ok=True)
         if self.local:
@@ -145,8 +146,9 @@ class Lake:
             try:
                 with open(tmp, "wb") as f:
                     yield f
-                    f.flush()
-                    os.fsync(f.fileno())
+                    if durable:
+                        f.flush()
+                        os.fsync(f.fileno())
                 os.replace(tmp, path)
             finally:
                 if os.path.exists(tmp):

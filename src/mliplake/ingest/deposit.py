@@ -250,9 +250,9 @@ class _ShardWriter:
     def _write_now(self, table: pa.Table) -> None:
         if self._writer is None:
             path = f"{self._dir()}/part-{self.attempt}-{len(self.paths):05d}.parquet"
-            self._ctx = self.lake.atomic_open(path)
+            self._ctx = self.lake.atomic_open(path, durable=False)
             f = self._ctx.__enter__()
-            self._writer = pq.ParquetWriter(f, CONFIGURATIONS, **PARQUET_OPTIONS)
+            self._writer = pq.ParquetWriter(f, CONFIGURATIONS, **_staging_options(self.lake))
             self.paths.append(path)
             self._rows = 0
         self._writer.write_table(table, row_group_size=ROW_GROUP)
@@ -272,6 +272,13 @@ class _ShardWriter:
             self._ctx.__exit__(None, None, None)
             self._writer = self._ctx = None
             self.bytes += self.lake.fs.size(self.paths[-1])
+
+
+def _staging_options(lake: Lake) -> dict[str, Any]:
+    """Staged files are read once, by the commit, which writes the table's own compressed files:
+    on local disk they are not compressed (encoding twice costs more than the bytes); on an
+    object store they go over the network, so they are."""
+    return dict(PARQUET_OPTIONS) if not lake.local else {"compression": "none", "use_dictionary": False}
 
 
 @dataclass
@@ -328,8 +335,27 @@ def _copy(lake: Lake, src: Source, dest: str, move: bool) -> None:
             lake.fs.copy(src.path, dest)
         return
     with src.open() as f, lake.atomic_open(dest) as out:
-        while chunk := f.read(1 << 22):
-            out.write(chunk)
+        if not (lake.local and _local(src) and _copy_in_kernel(f, out)):
+            while chunk := f.read(1 << 22):
+                out.write(chunk)
+
+
+def _local(src: Source) -> bool:
+    proto = src.fs.protocol
+    return "file" in (proto if isinstance(proto, tuple) else (proto,))
+
+
+def _copy_in_kernel(f: Any, out: Any) -> bool:
+    """File to file without passing the bytes through Python (``copy_file_range``); False where the
+    kernel or the file system cannot, before anything was written."""
+    try:
+        infd, outfd = f.fileno(), out.fileno()
+        n = os.copy_file_range(infd, outfd, 1 << 30)
+    except (AttributeError, OSError, ValueError):
+        return False
+    while n:
+        n = os.copy_file_range(infd, outfd, 1 << 30)
+    return True
 
 
 def _quarantine_table(dataset: str, deposit_id: str, rows: list[tuple[str, int | None, str]]) -> pa.Table:
@@ -518,6 +544,7 @@ def _ingest(lake: Lake, m: Manifest, staged: Future[Staged], files: list[tuple[s
         total = sum(p.stat().st_size for _, p in files)
         bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"deposit {m.dataset}",
                    disable=None if progress is None else not progress, leave=False)
+    warming = None
     for name, p in files:
         fr = FileReport(name, "", p.stat().st_size)
         report.files.append(fr)
@@ -529,6 +556,8 @@ def _ingest(lake: Lake, m: Manifest, staged: Future[Staged], files: list[tuple[s
         done = 0
         try:
             for table, rejected, nread, offset in _file_batches(p, fmt, ctx, report.key_mapping):
+                if warming is None:  # after the first batch: a parallel file's workers exist by now
+                    warming = _open_tables_meanwhile(lake)
                 fr.frames_read += nread
                 quarantine += [(name, index, reason) for index, reason in rejected]
                 fr.quarantined += len(rejected)
@@ -576,6 +605,23 @@ def _ingest(lake: Lake, m: Manifest, staged: Future[Staged], files: list[tuple[s
     # commit's statements, which read the catalog's file lists, do not grow with the lake
     lake.tables.compact_small()
     return report
+
+
+def _open_tables_meanwhile(lake: Lake) -> Any:
+    """Open the lake's tables (extensions loaded, catalog attached) while the files are parsed, so
+    that the commit does not wait for it.  A failure here is the commit's to report."""
+    import threading
+
+    def warm() -> None:
+        try:
+            with parallel.FORK_LOCK:  # loading extensions must not overlap a fork of parser workers
+                lake.tables.base()
+        except Exception:  # noqa: BLE001 - the commit opens them again and raises what went wrong
+            pass
+
+    thread = threading.Thread(target=warm, name="mliplake-open-tables", daemon=True)
+    thread.start()
+    return thread
 
 
 def _drop_staged(lake: Lake, paths: list[str]) -> None:

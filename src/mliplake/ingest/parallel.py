@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -169,12 +170,54 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+def _without_pandas() -> None:
+    """pyarrow imports pandas (a quarter of a second) at its first conversion, only to ask whether
+    the input is a DataFrame; a worker never gets one.  pyarrow tries that import once and, when it
+    fails, answers "no" from then on (an explicit pandas conversion would still import it)."""
+    import sys
+
+    if "pandas" in sys.modules:
+        return  # the parent had it: the fork shares it for free
+
+    class Refuse:
+        def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+            if name == "pandas" or name.startswith("pandas."):
+                raise ImportError(f"{name}: not needed in a parser process")
+
+    finder = Refuse()
+    sys.meta_path.insert(0, finder)
+    try:
+        pa.array([0])
+    except ImportError:
+        pass
+    finally:
+        sys.meta_path.remove(finder)
+
+
+def _init_worker() -> None:
+    _die_with_parent()
+    _without_pandas()
+
+
+# held while workers are forked: a thread that loads shared libraries (DuckDB's extensions) takes
+# it too, so that no child starts life with the dynamic loader's lock held by a thread it lacks
+FORK_LOCK = threading.Lock()
+
+
 def pool() -> ProcessPoolExecutor:
     """Workers forked from this process: no re-import of the caller's ``__main__`` (which spawn
     and forkserver need), and they inherit the loaded modules.  The workers only parse and
-    build Arrow arrays, which needs none of the threads a fork leaves behind."""
-    return ProcessPoolExecutor(max_workers=workers(), mp_context=mp.get_context("fork"),
-                               initializer=_die_with_parent)
+    build Arrow arrays, which needs none of the threads a fork leaves behind.  All of them are
+    forked here, at once (the first task of a fork-context pool starts every worker)."""
+    ex = ProcessPoolExecutor(max_workers=workers(), mp_context=mp.get_context("fork"),
+                             initializer=_init_worker)
+    with FORK_LOCK:
+        try:
+            ex.submit(int).result()
+        except BaseException:
+            ex.shutdown(cancel_futures=True)
+            raise
+    return ex
 
 
 def normalise_file(path: Path, ctx: FileContext) -> Iterator[tuple[pa.Table, list[Rejection], dict[str, int], int]]:

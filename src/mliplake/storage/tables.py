@@ -152,13 +152,11 @@ class TableStore:
         """A new DuckDB connection (its own database instance) with the lake attached."""
         self._prepare_catalog()
         if not self._sqlite_ready():
-            # the first processes to open a new lake: one of them makes it, the others wait; the
-            # connection that made the tables is not used further (DuckLake 0.x crashed when the same
-            # instance went on to add data files beside a concurrent writer)
+            # the first processes to open a new lake: one of them makes it, the others wait
             with self._file_lock():
-                self._new_connection().close()
-                target = self.catalog.partition(":")[2]
-                Path(target + ".ready").touch()
+                con = self._new_connection()
+                Path(self.catalog.partition(":")[2] + ".ready").touch()
+                return con
         return self._new_connection()
 
     def _new_connection(self) -> duckdb.DuckDBPyConnection:
