@@ -69,7 +69,7 @@ class DepositReport:
     key_mapping: dict[str, int] = field(default_factory=dict)
     elements: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
-    bytes_written: int = 0
+    bytes_written: int = 0  # the table's new data files (staged rows are copied in, compressed)
     seconds: float = 0.0
     error: str = ""
     warnings: list[str] = field(default_factory=list)
@@ -593,7 +593,6 @@ def _ingest(lake: Lake, m: Manifest, staged: Future[Staged], files: list[tuple[s
     report.elements = sorted(elements)
     report.labels = sorted(labels)
     _warn_unused_keys(report, m)
-    report.bytes_written += writer.bytes
     if before_commit is not None:
         before_commit()
     report.seconds = time.perf_counter() - t0
@@ -716,6 +715,8 @@ def _commit(lake: Lake, report: DepositReport, m: Manifest | None, files: list[s
             arrow_rows(cur, "policies", [policy.to_row()])
 
     lake.tables.transaction(work, serialise=True)
+    if files:
+        report.bytes_written = lake.tables.bytes_added(f"deposit {dep} into {dataset}")
 
 
 def _check_replace(report: DepositReport, prev: Any, replace: bool) -> None:
@@ -753,7 +754,8 @@ def _store_rows(cur: Any, dataset: str, uris: list[str]) -> int:
 
 def _record_row(lake: Lake, report: DepositReport, m: Manifest | None) -> dict[str, Any]:
     rel = lambda p: p[len(lake.root) + 1:]  # noqa: E731
-    record = {k: v for k, v in asdict(report).items() if k != "reasons"}
+    # bytes_written is known once the commit has written the table's files, after the record
+    record = {k: v for k, v in asdict(report).items() if k not in ("reasons", "bytes_written")}
     created = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     md = m.to_dict() if m else {}
     record.update(

@@ -409,6 +409,14 @@ class TableStore:
 
     # ------------------------------------------------------------ reading helpers
 
+    def bytes_added(self, message: str) -> int:
+        """Bytes of the data files that the latest commit with this message added."""
+        row = self.cursor().execute(
+            "SELECT coalesce(sum(file_size_bytes), 0) FROM __ducklake_metadata_lake.ducklake_data_file "
+            "WHERE begin_snapshot = (SELECT max(snapshot_id) FROM lake.snapshots() WHERE commit_message = ?)",
+            [message]).fetchone()
+        return int(row[0])
+
     def snapshot(self, cur: duckdb.DuckDBPyConnection | None = None) -> int:
         """The id of the lake's current snapshot (a version readers can come back to)."""
         cur = cur or self.cursor()
