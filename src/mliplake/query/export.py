@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from mliplake.lake import Lake
 
 BATCH_ROWS = 2048
+ROW_GROUP_BATCHES = 8  # an exported Parquet file's row groups: 16,384 rows
 #: MACE's default reference keys: plain energy/forces are renamed by MACE with a warning.
 MACE_KEYS = {"energy": "REF_energy", "forces": "REF_forces", "stress": "REF_stress", "virial": "REF_virial",
              "dipole": "REF_dipole", "charges": "REF_charges"}
@@ -35,7 +36,9 @@ def batches(lake: Lake, filter: str | None, order: str | None = "dataset, source
 
     clause, params = where(filters.parse(filter))
     cols = ", ".join(f'"{f.name}"' for f in CONFIGURATIONS)
-    con = lake.connection()  # a cursor of its own: the registration below is this export's alone
+    # a cursor of its own: the registration below is this export's alone.  A stream in stored order
+    # runs on the single-threaded scan instance, whose memory does not grow with the export
+    con = lake.tables.scan_cursor() if order is None else lake.connection()
     # the view's rows, restricted row by row instead of by a semi-join, which would not keep the
     # stored order (see Scope.sql_row_predicate)
     source = f"({configurations_select(lake.scope().sql_row_predicate(), version)})"
@@ -211,13 +214,33 @@ def _chunks(lake: Lake, filter: str | None, format: str, ids: list[str] | None =
             yield buf.getvalue().encode(), t.num_rows
         return
     sink = _Drain()
-    writer: Any = (pq.ParquetWriter(sink, CONFIGURATIONS, **PARQUET_OPTIONS) if format == "parquet"
-                   else pa.ipc.new_stream(sink, CONFIGURATIONS))
+    if format == "arrow":
+        writer = pa.ipc.new_stream(sink, CONFIGURATIONS)
+        for t in rows:
+            writer.write_table(t)
+            yield sink.take(), t.num_rows
+        writer.close()
+        yield sink.take(), 0
+        return
+    # row groups of ROW_GROUP_BATCHES batches: a Parquet writer keeps every row group's metadata
+    # until the footer, which grew with the export at one small group per batch
+    pqw = pq.ParquetWriter(sink, CONFIGURATIONS, **PARQUET_OPTIONS)
+    held: list[pa.Table] = []
     for t in rows:
-        writer.write_table(t)
-        yield sink.take(), t.num_rows
-    writer.close()
+        held.append(t)
+        if len(held) == ROW_GROUP_BATCHES:
+            yield _row_group(pqw, sink, held), sum(h.num_rows for h in held)
+            held = []
+    if held:
+        yield _row_group(pqw, sink, held), sum(h.num_rows for h in held)
+    pqw.close()
     yield sink.take(), 0
+
+
+def _row_group(writer: pq.ParquetWriter, sink: _Drain, tables: list[pa.Table]) -> bytes:
+    t = pa.concat_tables(tables)
+    writer.write_table(t, row_group_size=t.num_rows)
+    return sink.take()
 
 
 class _Drain:

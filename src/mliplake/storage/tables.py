@@ -112,6 +112,7 @@ class TableStore:
         # DuckLake owns everything below: its orphan clean-up must never meet other files
         self.data_path = (f"{root}/data/" if local else f"s3://{root}/data/")
         self._base: duckdb.DuckDBPyConnection | None = None
+        self._scan: duckdb.DuckDBPyConnection | None = None  # see scan_cursor
         self._lock = threading.Lock()
         self.view_schemas: set[str] = set()  # schemas of views built on the base connection
         self._access: tuple[int, list[str], dict[str, Policy]] | None = None  # (snapshot, names, policies)
@@ -159,10 +160,12 @@ class TableStore:
                 return con
         return self._new_connection()
 
-    def _new_connection(self) -> duckdb.DuckDBPyConnection:
-        con = duckdb.connect(":memory:", config={"threads": str(min(os.cpu_count() or 1, 8))})
+    def _new_connection(self, threads: int | None = None, file_cache: bool = True) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(":memory:", config={"threads": str(threads or min(os.cpu_count() or 1, 8))})
         # data files never change once written; GLOBAL, so the cursors queries run on inherit it
         con.execute("SET GLOBAL parquet_metadata_cache = true")
+        if not file_cache:
+            con.execute("SET GLOBAL enable_external_file_cache = false")
         try:
             self._attach(con)
         except BaseException:
@@ -212,12 +215,25 @@ class TableStore:
     def cursor(self) -> duckdb.DuckDBPyConnection:
         return self.base().cursor()
 
+    def scan_cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor of the process's second instance, made for streaming a whole result out in
+        stored order (exports).  It runs each query on the caller's thread alone: a second thread
+        reads ahead, and keeping the stored order then means holding what it read, which grew with
+        the size of the export.  Its file cache is off: an export reads each byte once."""
+        with self._lock:
+            if self._scan is None:
+                self._scan = self._new_connection(threads=1, file_cache=False)
+            return self._scan.cursor()
+
     def close(self) -> None:
         with self._lock:
             if self._base is not None:
                 self._base.close()
                 self._base = None
                 self.view_schemas.clear()
+            if self._scan is not None:
+                self._scan.close()
+                self._scan = None
 
     @contextmanager
     def _file_lock(self) -> Iterator[None]:
