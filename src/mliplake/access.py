@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any, Literal
 
+from mliplake.core.sql import quote_list
+
 Visibility = Literal["public", "private", "embargoed"]
 VISIBILITIES: tuple[str, ...] = ("public", "private", "embargoed")
 ROLES: tuple[str, ...] = ("reader", "depositor", "curator", "admin")
@@ -175,10 +177,7 @@ class Scope:
             return "FALSE"
         if self.relation:
             return f"{column} IN (SELECT dataset FROM {self.relation})"
-        return f"{column} IN ({self._quoted()})"
-
-    def _quoted(self) -> str:
-        return ", ".join("'" + d.replace("'", "''") + "'" for d in self.datasets or [])
+        return f"{column} IN ({quote_list(self.datasets or [])})"
 
     def sql_row_predicate(self, column: str = "dataset") -> str:
         """The same restriction as :meth:`sql_predicate`, as a per-row test rather than a join:
@@ -189,7 +188,7 @@ class Scope:
             return "TRUE"
         if not self.datasets:
             return "FALSE"
-        return f"list_contains([{self._quoted()}], {column})"
+        return f"list_contains([{quote_list(self.datasets or [])}], {column})"
 
     def sql_all_visible(self, column: str) -> str:
         """A SQL predicate: every dataset in the list ``column`` is visible (a model inherits the
@@ -203,7 +202,7 @@ class Scope:
 
     def relation_sql(self) -> str:
         """The statement that makes ``relation`` in a database of its own (a sandbox worker's)."""
-        names = ", ".join("'" + d.replace("'", "''") + "'" for d in self.datasets or [])
+        names = quote_list(self.datasets or [])
         return (f"CREATE TABLE IF NOT EXISTS {self.relation} AS "
                 f"SELECT unnest([{names}]::VARCHAR[]) AS dataset")
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import ase.io
 import numpy as np
@@ -128,3 +129,13 @@ def test_derived_columns(local_lake):
         forces = np.array(row["forces"]).reshape(-1, 3)
         assert row["max_force"] == pytest.approx(np.linalg.norm(forces, axis=1).max(), rel=1e-12)
         assert row["energy_per_atom"] == pytest.approx(row["energy"] / len(nums), rel=1e-15)
+
+
+def test_a_report_counts_the_bytes_its_deposit_added_to_the_lake(local_lake):
+    """"MB written" is what the deposit's rows take in the table, not their staged copy."""
+    before = {p: p.stat().st_size for p in (Path(local_lake.root) / "data").rglob("*.parquet")}
+    report = deposit_sample(local_lake, "3bpa")
+    added = sum(p.stat().st_size for p in (Path(local_lake.root) / "data").rglob("*.parquet") if p not in before)
+    assert report.stored > 0 and added > 0
+    assert report.bytes_written == added
+    assert f"{added / 1e6:.2f} MB written" in report.summary()

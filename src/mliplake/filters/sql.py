@@ -9,6 +9,7 @@ from __future__ import annotations
 import operator
 
 from mliplake.core.chemistry import Z_OF, element_mask
+from mliplake.core.sql import quote
 from mliplake.filters import (
     And,
     Compare,
@@ -43,7 +44,7 @@ def literal(value: object) -> str | None:
     if isinstance(value, float):
         return f"CAST('{float(value)!r}' AS DOUBLE)"  # repr round-trips; 'inf' and 'nan' cast too
     if isinstance(value, str) and "\0" not in value and len(value) <= 100_000:
-        return "CAST('" + value.replace("'", "''") + "' AS VARCHAR)"
+        return f"CAST({quote(value)} AS VARCHAR)"
     return None
 
 

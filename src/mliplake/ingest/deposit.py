@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from mliplake import __version__
 from mliplake.core.manifest import Manifest, ManifestError, load_manifest, manifest_from_bytes, parse_manifest
 from mliplake.core.schema import CONFIGURATIONS, HASH_VERSION, LABELS, PARQUET_OPTIONS, QUARANTINE
+from mliplake.core.sql import quote_list
 from mliplake.ingest import parallel
 from mliplake.ingest.normalise import FileContext, normalise_batch
 from mliplake.readers import FrameError, RawFrame, ReaderError, detect_format, read_frames
@@ -741,7 +742,7 @@ def _store_rows(cur: Any, dataset: str, uris: list[str]) -> int:
     write of the deposit's Parquet, small beside parsing it."""
     if not uris:
         return 0
-    files = "[" + ", ".join("'" + u.replace("'", "''") + "'" for u in uris) + "]"
+    files = f"[{quote_list(uris)}]"
     cur.execute(f"""CREATE OR REPLACE TEMP TABLE _dups AS
                     SELECT config_id FROM read_parquet({files}, hive_partitioning = false) WHERE config_id IN
                     (SELECT config_id FROM lake.configurations WHERE dataset = ?)""", [dataset])

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from mliplake import filters
 from mliplake.core.schema import CONFIGURATIONS, LABELS
+from mliplake.core.sql import quote
 from mliplake.filters.sql import literal, where
 
 if TYPE_CHECKING:
@@ -40,10 +41,6 @@ DERIVED = {  # column -> (unit, how)
 
 class SQLError(ValueError):
     """SQL that may not run, or that failed, with DuckDB's message."""
-
-
-def _quote(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
 
 
 # ---------------------------------------------------------------- views
@@ -366,7 +363,7 @@ def sandbox_views(lake: Lake) -> tuple[list[str], set[str]]:
     # the worker turns external access off after the setup: only the data path stays readable
     # (by DuckLake; the query itself may name no file, see sandbox.check_query)
     # (set after the extensions load: an s3:// prefix set before httpfs is there never matches)
-    setup = lake.tables.setup_sql(read_only=True) + [f"SET allowed_directories = [{_quote(lake.tables.data_path)}]"]
+    setup = lake.tables.setup_sql(read_only=True) + [f"SET allowed_directories = [{quote(lake.tables.data_path)}]"]
     if scope.relation:
         setup.append(scope.relation_sql())
     setup += _core_views(scope, "main")

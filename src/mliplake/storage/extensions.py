@@ -12,6 +12,8 @@ from pathlib import Path
 
 import duckdb
 
+from mliplake.core.sql import quote
+
 PACKAGES = {
     "ducklake": "duckdb_extension_ducklake",
     "httpfs": "duckdb_extension_httpfs",
@@ -36,7 +38,7 @@ def extension_path(name: str) -> str:
 
 def load_sql(*names: str) -> list[str]:
     """``LOAD`` statements for the extensions (for a connection made elsewhere, e.g. a sandbox)."""
-    return ["LOAD '" + extension_path(n).replace("'", "''") + "'" for n in names]
+    return [f"LOAD {quote(extension_path(n))}" for n in names]
 
 
 def load(con: duckdb.DuckDBPyConnection, *names: str) -> None:

@@ -49,6 +49,7 @@ import pyarrow as pa
 
 from mliplake.access import Policy
 from mliplake.core.schema import CONFIGURATIONS, QUARANTINE
+from mliplake.core.sql import quote
 from mliplake.settings import Settings
 from mliplake.storage import extensions
 
@@ -95,10 +96,6 @@ class CommitConflict(RuntimeError):
     """A commit that kept meeting concurrent writers past the retry budget."""
 
 
-def _q(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -131,22 +128,22 @@ class TableStore:
         stmts = extensions.load_sql("ducklake", "sqlite_scanner" if kind == "sqlite" else "postgres_scanner")
         if not self.local:
             stmts += extensions.load_sql("httpfs") + [self._s3_secret_sql()]
-        opts = [f"DATA_PATH {_q(self.data_path)}"] + (["READ_ONLY"] if read_only else [])
-        stmts.append(f"ATTACH {_q('ducklake:' + kind + ':' + target)} AS lake ({', '.join(opts)})")
+        opts = [f"DATA_PATH {quote(self.data_path)}"] + (["READ_ONLY"] if read_only else [])
+        stmts.append(f"ATTACH {quote('ducklake:' + kind + ':' + target)} AS lake ({', '.join(opts)})")
         return stmts
 
     def _s3_secret_sql(self) -> str:
         endpoint = self.settings.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL", "")
         region = self.settings.s3_region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-        parts = ["TYPE s3", f"REGION {_q(region)}"]
+        parts = ["TYPE s3", f"REGION {quote(region)}"]
         key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
         if key and secret:
-            parts += [f"KEY_ID {_q(key)}", f"SECRET {_q(secret)}"]
+            parts += [f"KEY_ID {quote(key)}", f"SECRET {quote(secret)}"]
             if os.environ.get("AWS_SESSION_TOKEN"):
-                parts.append(f"SESSION_TOKEN {_q(os.environ['AWS_SESSION_TOKEN'])}")
+                parts.append(f"SESSION_TOKEN {quote(os.environ['AWS_SESSION_TOKEN'])}")
         if endpoint:
             u = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
-            parts += [f"ENDPOINT {_q(u.netloc)}", "URL_STYLE 'path'", f"USE_SSL {str(u.scheme == 'https').lower()}"]
+            parts += [f"ENDPOINT {quote(u.netloc)}", "URL_STYLE 'path'", f"USE_SSL {str(u.scheme == 'https').lower()}"]
         return f"CREATE OR REPLACE SECRET mliplake_s3 ({', '.join(parts)})"
 
     def connect(self) -> duckdb.DuckDBPyConnection:
@@ -305,7 +302,7 @@ class TableStore:
         # a literal, not a parameter: DuckDB's first parameterised statement imports pandas (~0.3 s
         # of a new process's first query); names come from the library, never from a request
         found = bool((cur or self.cursor()).execute(
-            f"SELECT 1 FROM duckdb_tables() WHERE database_name = 'lake' AND table_name = {_q(name)}").fetchone())
+            f"SELECT 1 FROM duckdb_tables() WHERE database_name = 'lake' AND table_name = {quote(name)}").fetchone())
         if found:
             self._tables_seen.add(name)
             self._tables_missing.pop(name, None)
@@ -498,7 +495,7 @@ class TableStore:
         inlined = cur.execute(f"SELECT t.table_name, i.table_name FROM {META}.ducklake_inlined_data_tables i "
                               f"JOIN ({live}) t USING (table_id)").fetchall()
         if inlined:
-            counts = " UNION ALL ".join(f"SELECT {_q(name)}, count(*) FROM {META}.{rows}" for name, rows in inlined)
+            counts = " UNION ALL ".join(f"SELECT {quote(name)}, count(*) FROM {META}.{rows}" for name, rows in inlined)
             for name, n in cur.execute(counts).fetchall():
                 d = out.setdefault(name, {})
                 d["inlined_rows"] = d.get("inlined_rows", 0) + int(n)
@@ -557,9 +554,9 @@ class TableStore:
         before = cur.execute("SELECT count(*) FROM ducklake_list_files('lake', 'configurations')").fetchone()[0]
         with self.merge_guard(exclusive=True):  # waits for commits under way (SQLite catalogs)
             self.transaction(lambda c: c.execute("CALL ducklake_merge_adjacent_files('lake')").fetchall())
-        cur.execute(f"CALL ducklake_expire_snapshots('lake', older_than => now() - INTERVAL {_q(retention)})")
-        cur.execute(f"CALL ducklake_cleanup_old_files('lake', older_than => now() - INTERVAL {_q(retention)})")
-        cur.execute(f"CALL ducklake_delete_orphaned_files('lake', older_than => now() - INTERVAL {_q(retention)})")
+        cur.execute(f"CALL ducklake_expire_snapshots('lake', older_than => now() - INTERVAL {quote(retention)})")
+        cur.execute(f"CALL ducklake_cleanup_old_files('lake', older_than => now() - INTERVAL {quote(retention)})")
+        cur.execute(f"CALL ducklake_delete_orphaned_files('lake', older_than => now() - INTERVAL {quote(retention)})")
         after = cur.execute("SELECT count(*) FROM ducklake_list_files('lake', 'configurations')").fetchone()[0]
         return {"files_before": before, "files_after": after, "retention": retention}
 
