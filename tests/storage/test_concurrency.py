@@ -76,7 +76,7 @@ def test_writer_killed_inside_its_commit_leaves_the_lake_as_it_was(tmp_path):
     assert r.stored == 40 and len(ids_of(after, "kill")) == 80
 
 
-STRESS_SECONDS = float(os.environ.get("MLIPLAKE_STRESS_SECONDS", 30))
+STRESS_SECONDS = float(os.environ.get("MLIPLAKE_STRESS_SECONDS", 60))
 
 
 @pytest.mark.slow
