@@ -738,8 +738,9 @@ def _store_rows(cur: Any, dataset: str, uris: list[str]) -> int:
     dataset.  Returns how many were left out.
 
     A copy, not ``ducklake_add_data_files``: registering files crashed writer processes (SIGSEGV in
-    DuckLake 1.5.5) when several wrote at once on S3 and locally; the copy costs one more read and
-    write of the deposit's Parquet, small beside parsing it."""
+    DuckLake 1.5.5, duckdb/ducklake#1431) when several wrote at once on S3 and locally.  The copy
+    costs DuckDB one more read and write of the deposit's rows, about a third of a deposit's CPU
+    time (docs/performance.md, Ingest)."""
     if not uris:
         return 0
     files = f"[{quote_list(uris)}]"
