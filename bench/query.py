@@ -76,7 +76,7 @@ from perfdoc import write_section
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))  # the working tree, even when the package is not installed
 # bench/ (this script's folder, first on the path) goes last: a bench module must never shadow a package
-# that the library imports (bench/optimade.py and the optimade package)
+# that the library imports (bench/optimade_reference.py and the optimade package)
 _BENCH = ROOT / "bench"
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH] + [str(_BENCH)]
 
