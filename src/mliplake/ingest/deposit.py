@@ -738,7 +738,7 @@ def _store_rows(cur: Any, dataset: str, uris: list[str]) -> int:
     dataset.  Returns how many were left out.
 
     A copy, not ``ducklake_add_data_files``: registering files crashed writer processes (SIGSEGV in
-    DuckLake 1.5.5, duckdb/ducklake#1431) when several wrote at once on S3 and locally.  The copy
+    DuckLake 1.5.5; it matches duckdb/ducklake#1431) when several wrote at once on S3 and locally.  The copy
     costs DuckDB one more read and write of the deposit's rows, about a third of a deposit's CPU
     time (docs/performance.md, Ingest)."""
     if not uris:
