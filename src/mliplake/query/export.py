@@ -36,8 +36,9 @@ def batches(lake: Lake, filter: str | None, order: str | None = "dataset, source
 
     clause, params = where(filters.parse(filter))
     cols = ", ".join(f'"{f.name}"' for f in CONFIGURATIONS)
-    # a cursor of its own: the registration below is this export's alone.  A stream in stored order
-    # runs on the single-threaded scan instance, whose memory does not grow with the export
+    # a cursor of its own: the registration below is this export's alone.  An export (no order
+    # asked) runs on the single-threaded scan instance, whose memory does not grow with its size;
+    # a selection of ids, sorted below, is as small as the request that named it
     con = lake.tables.scan_cursor() if order is None else lake.connection()
     # the view's rows, restricted row by row instead of by a semi-join, which would not keep the
     # stored order (see Scope.sql_row_predicate)
